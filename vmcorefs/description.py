@@ -1,0 +1,261 @@
+# SPDX-License-Identifier: MIT
+"""
+Machine descriptions
+--------------------
+
+The ``vmcorefs.description`` module reads and writes the machine
+description: a TOML file that says what memory the emulated machine has,
+where its contents are (the store), how it is being dumped (environment,
+HSA, crashkernel) and what its CPUs hold. See README.rst for the format.
+
+:func:`load` returns a ready :class:`~vmcorefs.machine.Machine`;
+:func:`dump_toml` writes one from a plain dict. Every problem is an
+:class:`~vmcorefs.errors.InputError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from typing import Any
+
+from .errors import InputError
+from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
+from .machine import Cpu, Machine
+from .sclp import SdiasDevice, load_fault_rules
+from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store
+
+__all__ = ("FORMAT", "cpus_from_json", "dump_toml", "load", "machine_from_doc", "save_area_from_regs")
+
+FORMAT = 1
+DEFAULT_HSA_SIZE = 32 << 20
+STORE_TYPES = ("raw", "demo")
+
+HSA_DEVICE_KEYS = {"latency_us", "max_blocks_per_request", "max_requests_in_flight", "faults_file", "size"}
+HSA_READER_KEYS = {"reader_blocks_per_request", "reader_requests_in_flight", "reader_cache_pages",
+                   "reader_busy_delay_us", "reader_timeout_ms"}
+
+
+def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0) -> int:
+    value = doc.get(key, default)
+    if value is None:
+        raise InputError(f"{where}: missing {key}")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputError(f"{where}: {key} must be an integer, not {value!r}")
+    if value < minimum:
+        raise InputError(f"{where}: {key} must be at least {minimum}")
+    if value >= 1 << 64:
+        raise InputError(f"{where}: {key} {value:#x} does not fit 64 bits")
+    return value
+
+
+def _hex(value: Any, where: str, size: int) -> bytes:
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be a hex string")
+    text = re.sub(r"\s+", "", value)
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise InputError(f"{where} is not valid hex") from None
+    if len(data) != size:
+        raise InputError(f"{where} must hold {size} bytes, not {len(data)}")
+    return data
+
+
+def load(path: str) -> Machine:
+    """Return the machine a description file describes."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path} is not a vmcorefs machine description (TOML): {exc}") from exc
+    return machine_from_doc(doc, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
+
+
+def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> Machine:
+    """Return the machine of a parsed description; paths are relative to *base_dir*."""
+    where = name
+    if doc.get("format") != FORMAT:
+        raise InputError(f"{where}: not a vmcorefs machine description (format = {FORMAT} missing)")
+    environment = doc.get("environment", "standalone")
+    vector = bool(doc.get("vector", False))
+
+    memory = doc.get("memory")
+    if not isinstance(memory, list) or not memory:
+        raise InputError(f"{where}: memory must be a list of {{ start, size }} ranges")
+    ranges = []
+    for i, r in enumerate(memory):
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: memory[{i}] must be {{ start = ..., size = ... }}")
+        start = _int(r, "start", f"{where}: memory[{i}]")
+        size = _int(r, "size", f"{where}: memory[{i}]", minimum=1)
+        if start + size >= 1 << 64:
+            raise InputError(f"{where}: memory[{i}] ends beyond 2^64")
+        ranges.append((start, start + size))
+    end = max(e for _, e in ranges)
+
+    store_doc = doc.get("store")
+    if not isinstance(store_doc, dict):
+        raise InputError(f"{where}: missing [store]")
+    stype = store_doc.get("type")
+    if stype == "raw":
+        spath = store_doc.get("path")
+        if not isinstance(spath, str):
+            raise InputError(f"{where}: [store] needs path")
+        spath = os.path.join(base_dir, spath)
+        store: Store = RawFileStore(spath, size=max(end, 0))
+    elif stype == "demo":
+        from .demo import demo_store
+        store = demo_store(end, seed=_int(store_doc, "seed", f"{where}: [store]", default=0))
+    else:
+        raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
+
+    cpus_doc = doc.get("cpu")
+    if not isinstance(cpus_doc, list) or not cpus_doc:
+        raise InputError(f"{where}: no [[cpu]] (the boot CPU comes first)")
+    if len(cpus_doc) > 4096:
+        raise InputError(f"{where}: {len(cpus_doc)} CPUs is more than an s390x machine has (at most 4096)")
+    cpus = []
+    for i, c in enumerate(cpus_doc):
+        cw = f"{where}: cpu[{i}]"
+        addr = _int(c, "address", cw, default=i)
+        sa = _hex(c["save_area"], f"{cw} save_area", 512) if "save_area" in c else None
+        vx = _hex(c["vector"], f"{cw} vector", VX_SAVE_AREA_SIZE) if "vector" in c else None
+        cpus.append(Cpu(addr, sa, vx))
+
+    sclp = None
+    hsa_options: dict[str, Any] = {}
+    if environment == "standalone":
+        hsa_doc = doc.get("hsa", {})
+        unknown = set(hsa_doc) - HSA_DEVICE_KEYS - HSA_READER_KEYS
+        if unknown:
+            raise InputError(f"{where}: [hsa] has unknown keys: {', '.join(sorted(unknown))}")
+        hsa_size = _int(hsa_doc, "size", f"{where}: [hsa]", default=DEFAULT_HSA_SIZE, minimum=4096)
+        if hsa_size % 4096:
+            raise InputError(f"{where}: [hsa] size must be a multiple of 4096")
+        hsa_size = min(hsa_size, end)
+        # the machine copied old memory [0, hsa_size) to the HSA, storing the
+        # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
+        overlays = []
+        if cpus[0].save_area is not None:
+            overlays.append((SAVE_AREA_OFFSET, BytesStore(cpus[0].save_area, "boot CPU status")))
+        hsa_store = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
+        faults_file = None
+        if "faults_file" in hsa_doc:
+            faults_file = os.path.join(base_dir, hsa_doc["faults_file"])
+            load_fault_rules(faults_file)  # reject a bad file now
+        sclp = SdiasDevice(
+            hsa_store,
+            latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0) / 1e6,
+            max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
+            max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
+            faults_file=faults_file)
+        hsa_options = {
+            "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=256, minimum=1),
+            "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=8, minimum=1),
+            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=0),
+            "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
+            "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
+        }
+        real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
+    elif environment == "kdump":
+        if "hsa" in doc:
+            raise InputError(f"{where}: a kdump environment has no [hsa]")
+        real = store
+    else:
+        raise InputError(f"{where}: environment must be \"standalone\" or \"kdump\", not {environment!r}")
+
+    oldmem = None
+    kd = doc.get("kdump")
+    if kd is not None:
+        if environment != "kdump":
+            raise InputError(f"{where}: [kdump] belongs to environment = \"kdump\"")
+        if "crashkernel_base" in kd or "crashkernel_size" in kd:
+            oldmem = (_int(kd, "crashkernel_base", f"{where}: [kdump]"),
+                      _int(kd, "crashkernel_size", f"{where}: [kdump]", minimum=4096))
+    return Machine(memory=ranges, real=real, environment=environment, cpus=cpus, vector=vector,
+                   sclp=sclp, oldmem=oldmem, hsa_options=hsa_options, name=doc.get("name", name))
+
+
+# --------------------------------------------------------------------------
+# building descriptions
+
+
+def save_area_from_regs(*, psw, gprs, acrs, ctrs, fprs, fpc, prefix, timer, todcmp: bytes, todpreg) -> bytes:
+    """Return a 512-byte save area from register values (todcmp as stored, 8 raw bytes)."""
+    return SAVE_AREA.pack(psw=psw, gprs=gprs, acrs=acrs, ctrs=ctrs, fprs=fprs, fpc=fpc, prefix=prefix,
+                          timer=timer, todcmp=todcmp, todpreg=todpreg)
+
+
+def cpus_from_json(path: str) -> tuple[list[dict], dict]:
+    """
+    Return CPU entries (``address``, ``save_area``, ``vector`` as bytes) from a
+    CPU-state JSON file as the fixtures ship it (QEMU's view: raw clock
+    comparator, which SIGP STORE STATUS stores shifted right by 8), and the
+    file's other top-level values.
+    """
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        out = []
+        for c in doc["cpus"]:
+            h = lambda v: int(v, 16)  # noqa: E731
+            regs = dict(
+                psw=[h(v) for v in c["psw"]], gprs=[h(v) for v in c["gprs"]], acrs=[h(v) for v in c["acrs"]],
+                ctrs=[h(v) for v in c["ctrs"]], fprs=[h(v) for v in c["fprs"]], fpc=h(c["fpc"]),
+                prefix=h(c["prefix"]), timer=h(c["cpu_timer"]),
+                todcmp=(h(c["clock_comparator"]) >> 8).to_bytes(8, "big"),
+                todpreg=h(c["tod_programmable_register"]))
+            vector = None
+            if "vxrs_low" in c and "vxrs_high" in c:
+                low = bytes.fromhex(c["vxrs_low"])
+                high = bytes.fromhex(c["vxrs_high"])
+                fprs = regs["fprs"]
+                vector = b"".join(fprs[i].to_bytes(8, "big") + low[i * 8:i * 8 + 8] for i in range(16)) + high
+            out.append({"address": c.get("cpu_address", c.get("qemu_cpu_index", len(out))),
+                        "save_area": save_area_from_regs(**regs), "vector": vector})
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"{path} is not a CPU-state JSON file: {exc}") from exc
+    return out, {k: v for k, v in doc.items() if k != "cpus"}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:#x}" if value >= 10 else str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bytes):
+        text = value.hex()
+        lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+        return '"""\n' + "\n".join(lines) + '"""'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[\n" + "".join(f"  {_toml_value(v)},\n" for v in value) + "]"
+    raise TypeError(value)
+
+
+def dump_toml(doc: dict, comment: str = "") -> str:
+    """Return a description dict as TOML (scalars, then tables, then [[cpu]])."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()] if comment else []
+    tables = {k: v for k, v in doc.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in doc.items() if isinstance(v, list) and v and isinstance(v[0], dict) and k != "memory"}
+    for k, v in doc.items():
+        if k not in tables and k not in arrays and v is not None:
+            lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in tables.items():
+        lines.append(f"\n[{k}]")
+        lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
+    for k, items in arrays.items():
+        for item in items:
+            lines.append(f"\n[[{k}]]")
+            lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in item.items() if vv is not None)
+    return "\n".join(lines) + "\n"

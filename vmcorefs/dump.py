@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: MIT
+"""
+The dump
+--------
+
+The ``vmcorefs.dump`` module provides :class:`Dump`: what a dump tool
+derives from a :class:`~vmcorefs.machine.Machine` before it writes anything,
+the neutral model every view is built from (zgetdump's ``dfi`` side):
+
+- the dump mode (``kdump`` or ``standalone``) and why;
+- the exported memory ranges (kdump: detected memory minus the crashkernel);
+- old memory access (:class:`~vmcorefs.machine.OldMemory`);
+- the CPUs' save areas, boot CPU first (its registers from old absolute
+  0x1200, the others' from SIGP STORE STATUS), and vector registers;
+- VMCOREINFO, the re-IPL block and the os_info report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .errors import InputError, MemoryReadError
+from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
+from .machine import Machine, OldMemory
+from .osinfo import OsInfoReport, analyse
+from .sclp import HsaReader
+
+__all__ = ("CpuState", "Dump", "MODES")
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "kdump", "standalone")
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuState:
+    """A dumped CPU: its address, 512-byte save area and vector registers."""
+
+    address: int
+    save_area: bytes
+    vector: bytes | None
+
+    @property
+    def regs(self) -> dict:
+        return SAVE_AREA.unpack(self.save_area)
+
+    @property
+    def prefix(self) -> int:
+        return self.regs["prefix"]
+
+
+class Dump:
+    """The crashed system as a dump tool sees it; build with :meth:`open`."""
+
+    machine: Machine
+    mode: str
+    why: str
+    ranges: list[tuple[int, int]]
+    oldmem: OldMemory
+    cpus: list[CpuState]
+    all_cpus: list[CpuState]
+    report: OsInfoReport
+    swap: tuple[int, int] | None
+    hsa: HsaReader | None
+
+    @classmethod
+    async def open(cls, machine: Machine, mode: str = "auto") -> "Dump":
+        """
+        Examine *machine* and decide the dump mode.
+
+        :param mode: ``auto`` (kdump if a valid kdump setup exists, else
+            stand-alone), or force ``kdump`` / ``standalone``
+        :raises InputError: a forced kdump without a valid setup, or a
+            machine whose old memory cannot be reached
+        """
+        if mode not in MODES:
+            raise InputError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self = cls()
+        self.machine = machine
+        self.hsa = None
+        if machine.sclp is not None:
+            self.hsa = HsaReader(machine.sclp, **machine.hsa_options)
+            try:
+                size = await self.hsa.query_size()
+            except MemoryReadError as exc:
+                raise InputError(f"cannot query the HSA size over SCLP: {exc.reason}") from exc
+            if size != machine.hsa_size:
+                raise InputError(f"SCLP reports an HSA of {size:#x} bytes, the machine has {machine.hsa_size:#x}")
+        self.swap = machine.find_oldmem()
+        if machine.environment == "kdump" and self.swap is None:
+            raise InputError("kdump environment, but the capture kernel's parmarea names no crashkernel "
+                             "(OLDMEM_BASE/SIZE at 0x10418 are 0): give crashkernel in the description "
+                             "or use environment = \"standalone\"")
+        self.oldmem = OldMemory(machine, self.swap, self.hsa)
+        self.report = await analyse(self.oldmem.read, machine.contains, expect_crashkernel=self.swap)
+
+        kdump_ok = self.report.kdump_ok
+        if mode == "auto":
+            self.mode = "kdump" if kdump_ok else "standalone"
+            self.why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
+                        "no valid kdump setup: " + "; ".join(self.report.reasons or ["no crashkernel"]))
+        elif mode == "kdump":
+            if not kdump_ok:
+                raise InputError("cannot force kdump mode: no valid kdump setup ("
+                                 + "; ".join(self.report.reasons or ["no crashkernel"]) + ")")
+            self.mode, self.why = "kdump", "forced with --mode kdump; the kdump setup is valid"
+        else:
+            self.mode, self.why = "standalone", "forced with --mode standalone"
+        if self.mode == "kdump":
+            # the exported memory is all detected memory minus the crashkernel
+            base, size = self.report.crashkernel
+            self.ranges = _subtract(machine.memory, base, base + size)
+        else:
+            self.ranges = list(machine.memory)
+        # a kdump kernel takes VMCOREINFO from os_info entry 0, a zfcpdump
+        # kernel only through lowcore 0xE0C
+        self.report.select_vmcoreinfo(use_os_info=self.mode == "kdump")
+        await self._read_cpus()
+        return self
+
+    async def _read_cpus(self) -> None:
+        machine = self.machine
+        cpus = []
+        for i, cpu in enumerate(machine.cpus):
+            if i == 0:
+                try:
+                    sa = await self.oldmem.read(SAVE_AREA_OFFSET, SAVE_AREA.size)
+                except MemoryReadError as exc:
+                    raise InputError(f"cannot read the boot CPU's registers at 0x1200: {exc.reason}") from exc
+            else:
+                sa = cpu.save_area
+                if sa is None:
+                    raise InputError(f"CPU {cpu.address} has no save area (what SIGP STORE STATUS would give)")
+            vx = None
+            if machine.vector:
+                vx = cpu.vector if cpu.vector is not None else bytes(VX_SAVE_AREA_SIZE)
+            cpus.append(CpuState(cpu.address, sa, vx))
+        self.all_cpus = cpus
+        # a CPU whose prefix is 0 is not dumped
+        self.cpus = [c for c in cpus if c.prefix != 0]
+
+    @property
+    def vmcoreinfo(self) -> bytes | None:
+        return self.report.vmcoreinfo
+
+    async def read(self, address: int, length: int) -> bytes:
+        """Return old memory (the crashed kernel's) at *address*."""
+        return await self.oldmem.read(address, length)
+
+
+def _subtract(ranges: list[tuple[int, int]], cut_start: int, cut_end: int) -> list[tuple[int, int]]:
+    out = []
+    for start, end in ranges:
+        if end <= cut_start or start >= cut_end:
+            out.append((start, end))
+            continue
+        if start < cut_start:
+            out.append((start, cut_start))
+        if end > cut_end:
+            out.append((cut_end, end))
+    return out

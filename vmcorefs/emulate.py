@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MIT
+"""
+``vmcorefs emulate``
+--------------------
+
+The ``vmcorefs.emulate`` module writes a machine description from a raw
+physical memory image and CPU states (a JSON file, raw save areas, or the
+prefix addresses of CPUs whose status the crashed kernel stored in old
+memory).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import trio
+
+from .description import FORMAT, cpus_from_json, dump_toml
+from .errors import InputError
+from .layouts import SAVE_AREA_OFFSET
+from .machine import Cpu, Machine, OldMemory
+from .stores import RawFileStore
+
+__all__ = ("emulate",)
+
+
+def _read_prefix_save_areas(image: RawFileStore, environment: str, crashkernel, prefixes) -> list[bytes]:
+    machine = Machine(memory=[(0, image.size - image.size % 4096)], real=image, environment="kdump",
+                      cpus=[Cpu(0)], oldmem=crashkernel) if environment == "kdump" else None
+    swap = machine.find_oldmem() if machine else None
+    if environment == "kdump" and swap is None:
+        raise InputError("the image's parmarea names no crashkernel: give --crashkernel BASE:SIZE")
+
+    async def read_all() -> list[bytes]:
+        if machine is None:
+            return [image.read(p + SAVE_AREA_OFFSET, 512) for p in prefixes]
+        old = OldMemory(machine, swap, None)
+        return [await old.read(p + SAVE_AREA_OFFSET, 512) for p in prefixes]
+    return trio.run(read_all)
+
+
+def emulate(args) -> int:
+    """Write the description *args* ask for (see ``vmcorefs emulate --help``)."""
+    image_path = os.path.abspath(args.image)
+    image = RawFileStore(image_path)
+    try:
+        memory = args.memory or [(0, image.size - image.size % 4096)]
+        if not memory[0][1]:
+            raise InputError(f"{args.image} is empty")
+        cpus: list[dict] = []
+        vector = args.vector
+        if args.cpus_json:
+            entries, _extra = cpus_from_json(args.cpus_json)
+            for e in entries:
+                cpus.append({"address": e["address"], "save_area": e["save_area"], "vector": e["vector"]})
+                vector = vector or e["vector"] is not None
+        if args.save_areas:
+            with open(args.save_areas, "rb") as f:
+                data = f.read()
+            if not data or len(data) % 512:
+                raise InputError(f"{args.save_areas}: expected a multiple of 512 bytes, got {len(data)}")
+            for i in range(0, len(data), 512):
+                cpus.append({"address": len(cpus), "save_area": data[i:i + 512], "vector": None})
+        if args.cpu_prefix:
+            if not cpus:
+                cpus.append({"address": 0, "save_area": None, "vector": None})  # boot CPU: old 0x1200
+            areas = _read_prefix_save_areas(image, args.environment, args.crashkernel, args.cpu_prefix)
+            for sa in areas:
+                cpus.append({"address": max(c["address"] for c in cpus) + 1, "save_area": sa, "vector": None})
+        if not cpus:
+            cpus.append({"address": 0, "save_area": None, "vector": None})
+        if args.environment == "kdump" and cpus[0]["save_area"] is not None:
+            print("vmcorefs: note: kdump: the boot CPU's registers are taken from old memory at 0x1200, "
+                  "not from the given state", file=sys.stderr)
+            cpus[0]["save_area"] = None
+        if not vector:
+            for c in cpus:
+                c["vector"] = None
+
+        rel = os.path.relpath(image_path, os.path.dirname(os.path.abspath(args.output)))
+        doc: dict = {
+            "format": FORMAT,
+            "name": os.path.basename(args.image),
+            "environment": args.environment,
+            "vector": vector,
+            "memory": [{"start": s, "size": n} for s, n in memory],
+            "store": {"type": "raw", "path": rel},
+        }
+        if args.environment == "standalone":
+            doc["hsa"] = {"size": args.hsa_size, "latency_us": args.sclp_latency_us}
+        elif args.crashkernel:
+            doc["kdump"] = {"crashkernel_base": args.crashkernel[0], "crashkernel_size": args.crashkernel[1]}
+        doc["cpu"] = [{"address": c["address"],
+                       "save_area": c["save_area"],
+                       "vector": c["vector"]} for c in cpus]
+        text = dump_toml(doc, "vmcorefs machine description, written by 'vmcorefs emulate'\n"
+                              "format: see README.rst, section 'Machine descriptions'")
+        # validate before writing: the description must load
+        from .description import machine_from_doc
+        import tomllib
+        machine_from_doc(tomllib.loads(text), os.path.dirname(os.path.abspath(args.output)), args.output).close()
+    finally:
+        image.close()
+    with open(args.output, "w") as f:
+        f.write(text)
+    return 0

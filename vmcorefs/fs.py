@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: MIT
+"""
+The FUSE layer
+--------------
+
+The ``vmcorefs.fs`` module is the only one that imports :mod:`pyfuse3`. Its
+:class:`Operations` serves a :class:`~vmcorefs.views.tree.Directory` tree,
+read-only: inodes are numbered once at mount, attributes precomputed, reads
+delegated to each file's extent map. Domain errors become errno values here
+and only here: a :class:`~vmcorefs.errors.MemoryReadError` is logged with
+its address and answered with ``EIO``; any unexpected exception is logged
+with its traceback and answered with ``EIO`` too, so one bad read never
+stops the daemon.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+
+import pyfuse3
+
+from .errors import MemoryReadError, VmcorefsError
+from .views.tree import Directory, File
+
+__all__ = ("Operations",)
+
+log = logging.getLogger(__name__)
+
+BLKSIZE = 1 << 20  # readers that honour st_blksize ask for 1 MiB
+
+
+class _Node:
+    __slots__ = ("inode", "parent", "obj", "attr", "names")
+
+    def __init__(self, inode: int, parent: int, obj: File | Directory) -> None:
+        self.inode = inode
+        self.parent = parent
+        self.obj = obj
+        self.names: dict[bytes, int] = {}
+        self.attr = pyfuse3.EntryAttributes()
+
+
+class Operations(pyfuse3.Operations):
+    """
+    Serve *root* read-only.
+
+    :param root: the tree
+    :param uid: owner of every file (the mounting user)
+    :param gid: group of every file
+    :param file_mode: permission bits of files (0o400: the owner only)
+    :param dir_mode: permission bits of directories (0o500)
+    """
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
+                 file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None) -> None:
+        super().__init__()
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
+        self.mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
+        self.nodes: dict[int, _Node] = {}
+        self._add(root, pyfuse3.ROOT_INODE)
+        self.open_files: dict[int, File] = {}
+        self._next_fh = 1
+
+    def _add(self, obj: File | Directory, parent: int) -> int:
+        inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
+        node = _Node(inode, parent if self.nodes else inode, obj)
+        self.nodes[inode] = node
+        a = node.attr
+        a.st_ino = inode
+        a.st_uid, a.st_gid = self.uid, self.gid
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self.mtime_ns
+        a.entry_timeout = a.attr_timeout = 3600
+        a.st_blksize = BLKSIZE
+        if isinstance(obj, Directory):
+            a.st_mode = stat.S_IFDIR | self.dir_mode
+            a.st_nlink = 2 + sum(isinstance(c, Directory) for c in obj.children)
+            for child in obj.children:
+                node.names[child.name.encode()] = self._add(child, inode)
+        else:
+            mode = self.file_mode
+            if obj.write is not None:
+                mode |= 0o200 & (self.file_mode << 1)  # owner-writable where readable
+            a.st_mode = stat.S_IFREG | mode
+            a.st_nlink = 1
+            a.st_size = obj.size
+            a.st_blocks = (obj.size + 511) // 512
+        return inode
+
+    def _node(self, inode: int) -> _Node:
+        node = self.nodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    async def getattr(self, inode, ctx=None):
+        return self._node(inode).attr
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        node = self._node(parent_inode)
+        if name == b".":
+            return node.attr
+        if name == b"..":
+            return self.nodes[node.parent].attr
+        child = node.names.get(name)
+        if child is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self.nodes[child].attr
+
+    async def opendir(self, inode, ctx):
+        node = self._node(inode)
+        if not isinstance(node.obj, Directory):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    async def readdir(self, fh, start_id, token):
+        node = self._node(fh)
+        entries = list(node.names.items())
+        for i in range(start_id, len(entries)):
+            name, inode = entries[i]
+            if not pyfuse3.readdir_reply(token, name, self.nodes[inode].attr, i + 1):
+                break
+
+    async def releasedir(self, fh):
+        pass
+
+    async def open(self, inode, flags, ctx):
+        node = self._node(inode)
+        if not isinstance(node.obj, File):
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        accmode = flags & os.O_ACCMODE
+        if accmode != os.O_RDONLY and node.obj.write is None:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        if flags & os.O_TRUNC and node.obj.write is None:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        fh = self._next_fh
+        self._next_fh += 1
+        self.open_files[fh] = node.obj
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    async def read(self, fh, off, size):
+        f = self.open_files.get(fh)
+        if f is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        try:
+            return await f.content.read(off, size)
+        except MemoryReadError as exc:
+            log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
+        except VmcorefsError as exc:
+            log.error("read of %s at offset %#x failed: %s", f.name, off, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
+        except Exception as exc:  # never leave a request unanswered
+            log.exception("unexpected error reading %s at offset %#x", f.name, off)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
+
+    async def write(self, fh, off, buf):
+        f = self.open_files.get(fh)
+        if f is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if f.write is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        try:
+            await f.write(bytes(buf))
+        except VmcorefsError as exc:
+            log.error("write to %s refused: %s", f.name, exc)
+            raise pyfuse3.FUSEError(errno.EINVAL) from exc
+        return len(buf)
+
+    async def release(self, fh):
+        self.open_files.pop(fh, None)
+
+    async def statfs(self, ctx):
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = 4096
+        total = sum(n.attr.st_size for n in self.nodes.values())
+        st.f_blocks = (total + 4095) // 4096
+        st.f_bfree = st.f_bavail = 0
+        st.f_files = len(self.nodes)
+        st.f_ffree = st.f_favail = 0
+        st.f_namemax = 255
+        return st
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)

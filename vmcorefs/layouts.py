@@ -1,0 +1,346 @@
+# SPDX-License-Identifier: MIT
+"""
+Byte layouts
+------------
+
+The ``vmcorefs.layouts`` module declares every on-disk and in-memory
+structure vmcorefs reads or writes, once, big-endian, with each field's
+absolute offset. Nothing else in vmcorefs packs or unpacks these structures
+by hand: it calls :meth:`Layout.pack` / :meth:`Layout.unpack`.
+
+Sources: the kernel's ``arch/s390/include/asm/lowcore.h``, ``os_info.h``,
+``arch/s390/kernel/crash_dump.c``, ``include/uapi/linux/elf.h`` and s390-tools
+``zdump/df_s390.h`` (see ``shared/docs/s390-dump-reference.md``).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any
+
+__all__ = (
+    "DF_S390_HDR",
+    "DF_S390_MAGIC",
+    "ELF64_EHDR",
+    "ELF64_NHDR",
+    "ELF64_PHDR",
+    "ELF_FPREGSET",
+    "ELF_PRPSINFO",
+    "ELF_PRSTATUS",
+    "EM",
+    "Layout",
+    "LC",
+    "NT",
+    "OS_INFO",
+    "OS_INFO_ENTRY",
+    "OS_INFO_MAGIC",
+    "PAGE_SIZE",
+    "PARMAREA",
+    "PT",
+    "SAVE_AREA",
+    "SAVE_AREA_OFFSET",
+    "VX_SAVE_AREA_SIZE",
+    "cksm",
+    "note",
+    "page_align",
+)
+
+PAGE_SIZE = 4096
+
+
+def page_align(value: int) -> int:
+    """Return *value* rounded up to a multiple of the page size."""
+    return (value + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+class Layout:
+    """
+    A fixed-size big-endian structure declared as ``(offset, name, format)``.
+
+    *format* is a :mod:`struct` code without byte order (``"Q"``, ``"16Q"``,
+    ``"8s"``). Gaps between fields are zero padding. Array fields take and
+    give tuples; scalar fields ints; ``s`` fields bytes.
+    """
+
+    def __init__(self, name: str, size: int, fields: list[tuple[int, str, str]]) -> None:
+        self.name = name
+        self.size = size
+        self.fields: dict[str, tuple[int, struct.Struct]] = {}
+        end = 0
+        for offset, fname, fmt in sorted(fields):
+            st = struct.Struct(">" + fmt)
+            if offset < end or offset + st.size > size:
+                raise ValueError(f"{name}.{fname} at {offset:#x} overlaps or overflows")
+            end = offset + st.size
+            self.fields[fname] = (offset, st)
+
+    def offset(self, field: str) -> int:
+        """Return the offset of *field*."""
+        return self.fields[field][0]
+
+    def pack(self, **values: Any) -> bytes:
+        """Return the structure with the given fields set, the rest zero."""
+        buf = bytearray(self.size)
+        for fname, value in values.items():
+            offset, st = self.fields[fname]
+            if isinstance(value, (tuple, list)):
+                st.pack_into(buf, offset, *value)
+            else:
+                st.pack_into(buf, offset, value)
+        return bytes(buf)
+
+    def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
+        """Return a dict of all fields of the structure at *offset* of *data*."""
+        if len(data) - offset < self.size:
+            raise ValueError(f"{self.name}: need {self.size} bytes, have {len(data) - offset}")
+        out: dict[str, Any] = {}
+        for fname, (foff, st) in self.fields.items():
+            vals = st.unpack_from(data, offset + foff)
+            out[fname] = vals[0] if len(vals) == 1 else vals
+        return out
+
+
+# --------------------------------------------------------------------------
+# s390 lowcore (absolute addresses of the old kernel)
+
+
+class LC(enum.IntEnum):
+    """Absolute lowcore addresses a dump tool reads (reference section 2)."""
+
+    AR_MODE_ID = 0x0A3  # 1 byte: 1 = z/Architecture (64-bit)
+    IPIB = 0xE00  # u64 address of the re-IPL block
+    IPIB_CHECKSUM = 0xE08  # u32
+    VMCORE_INFO = 0xE0C  # u64, unaligned: address of the VMCOREINFO ELF note
+    OS_INFO = 0xE18  # u64: address of the os_info page
+    FPREGS_SAVE_AREA = 0x1200  # start of the 512-byte save area
+
+
+SAVE_AREA_OFFSET = 0x1200
+VX_SAVE_AREA_SIZE = 512  # 32 vector registers of 16 bytes
+
+# The store-status save area, 0x1200..0x13FF of a lowcore; offsets relative
+# to 0x1200 (absolute offset in the comment).
+SAVE_AREA = Layout("save_area", 512, [
+    (0x000, "fprs", "16Q"),  # 0x1200 floating point registers 0-15
+    (0x080, "gprs", "16Q"),  # 0x1280 general registers 0-15
+    (0x100, "psw", "2Q"),  # 0x1300 PSW mask, address
+    (0x118, "prefix", "I"),  # 0x1318 prefix register
+    (0x11C, "fpc", "I"),  # 0x131C floating point control
+    (0x124, "todpreg", "I"),  # 0x1324 TOD programmable register
+    (0x128, "timer", "Q"),  # 0x1328 CPU timer
+    (0x130, "todcmp", "8s"),  # 0x1330 clock comparator, raw as stored
+    (0x140, "acrs", "16I"),  # 0x1340 access registers 0-15
+    (0x180, "ctrs", "16Q"),  # 0x1380 control registers 0-15
+])
+
+# The kernel's parmarea at 0x10400 of a loaded kernel image (asm/setup.h);
+# kexec fills OLDMEM_BASE/SIZE for a capture kernel.
+PARMAREA = Layout("parmarea", 0x80, [
+    (0x00, "ipl_device", "Q"),  # 0x10400
+    (0x08, "initrd_start", "Q"),  # 0x10408
+    (0x10, "initrd_size", "Q"),  # 0x10410
+    (0x18, "oldmem_base", "Q"),  # 0x10418
+    (0x20, "oldmem_size", "Q"),  # 0x10420
+    (0x28, "kernel_version", "Q"),  # 0x10428
+])
+PARMAREA_ADDRESS = 0x10400
+
+# --------------------------------------------------------------------------
+# os_info (arch/s390/include/asm/os_info.h)
+
+OS_INFO_MAGIC = 0x4F53494E464F535A  # "OSINFOSZ"
+OS_INFO = Layout("os_info", 0x20, [
+    (0x00, "magic", "Q"),
+    (0x08, "csum", "I"),  # CKSM over 0x0C..0xFFF
+    (0x0C, "version_major", "H"),
+    (0x0E, "version_minor", "H"),
+    (0x10, "crashkernel_addr", "Q"),
+    (0x18, "crashkernel_size", "Q"),
+])
+OS_INFO_ENTRY = Layout("os_info_entry", 20, [
+    (0x00, "addr", "Q"),
+    (0x08, "size", "Q"),
+    (0x10, "csum", "I"),
+])
+OS_INFO_ENTRIES_OFFSET = 0x20
+OS_INFO_ENTRY_NAMES = (
+    "vmcoreinfo", "reipl_block", "flags", "reserved", "identity_base",
+    "kaslr_offset", "kaslr_offset_phys", "vmemmap", "amode31_start",
+    "amode31_size", "image_start", "image_end", "image_phys",
+)
+
+# --------------------------------------------------------------------------
+# ELF (include/uapi/linux/elf.h)
+
+
+class PT(enum.IntEnum):
+    NULL = 0
+    LOAD = 1
+    NOTE = 4
+
+
+class EM(enum.IntEnum):
+    S390 = 22
+
+
+class NT(enum.IntEnum):
+    PRSTATUS = 1
+    PRFPREG = 2
+    PRPSINFO = 3
+    S390_TIMER = 0x301
+    S390_TODCMP = 0x302
+    S390_TODPREG = 0x303
+    S390_CTRS = 0x304
+    S390_PREFIX = 0x305
+    S390_VXRS_LOW = 0x309
+    S390_VXRS_HIGH = 0x30A
+    S390_GS_CB = 0x30B
+
+
+ELF64_EHDR = Layout("Elf64_Ehdr", 64, [
+    (0x00, "e_ident", "16s"),
+    (0x10, "e_type", "H"),
+    (0x12, "e_machine", "H"),
+    (0x14, "e_version", "I"),
+    (0x18, "e_entry", "Q"),
+    (0x20, "e_phoff", "Q"),
+    (0x28, "e_shoff", "Q"),
+    (0x30, "e_flags", "I"),
+    (0x34, "e_ehsize", "H"),
+    (0x36, "e_phentsize", "H"),
+    (0x38, "e_phnum", "H"),
+    (0x3A, "e_shentsize", "H"),
+    (0x3C, "e_shnum", "H"),
+    (0x3E, "e_shstrndx", "H"),
+])
+# ELFMAG, ELFCLASS64, ELFDATA2MSB, EV_CURRENT, ELFOSABI_NONE
+ELF_IDENT_S390X = b"\x7fELF\x02\x02\x01\x00" + bytes(8)
+ET_CORE = 4
+
+ELF64_PHDR = Layout("Elf64_Phdr", 56, [
+    (0x00, "p_type", "I"),
+    (0x04, "p_flags", "I"),
+    (0x08, "p_offset", "Q"),
+    (0x10, "p_vaddr", "Q"),
+    (0x18, "p_paddr", "Q"),
+    (0x20, "p_filesz", "Q"),
+    (0x28, "p_memsz", "Q"),
+    (0x30, "p_align", "Q"),
+])
+PF_RWX = 7
+
+ELF64_NHDR = Layout("Elf64_Nhdr", 12, [
+    (0x0, "n_namesz", "I"),
+    (0x4, "n_descsz", "I"),
+    (0x8, "n_type", "I"),
+])
+
+# struct elf_prstatus for s390x: elf_prstatus_common, then s390_regs.
+ELF_PRSTATUS = Layout("elf_prstatus", 336, [
+    (0, "si_signo", "i"),
+    (4, "si_code", "i"),
+    (8, "si_errno", "i"),
+    (12, "pr_cursig", "h"),
+    (16, "pr_sigpend", "Q"),
+    (24, "pr_sighold", "Q"),
+    (32, "pr_pid", "i"),
+    (36, "pr_ppid", "i"),
+    (40, "pr_pgrp", "i"),
+    (44, "pr_sid", "i"),
+    # pr_utime, pr_stime, pr_cutime, pr_cstime: 4 x struct timeval at 48
+    (112, "psw", "2Q"),  # pr_reg: s390_regs
+    (128, "gprs", "16Q"),
+    (256, "acrs", "16I"),
+    (320, "orig_gpr2", "Q"),
+    (328, "pr_fpvalid", "i"),
+])
+
+ELF_PRPSINFO = Layout("elf_prpsinfo", 136, [
+    (0, "pr_state", "b"),
+    (1, "pr_sname", "c"),
+    (2, "pr_zomb", "b"),
+    (3, "pr_nice", "b"),
+    (8, "pr_flag", "Q"),
+    (16, "pr_uid", "I"),
+    (20, "pr_gid", "I"),
+    (24, "pr_pid", "i"),
+    (28, "pr_ppid", "i"),
+    (32, "pr_pgrp", "i"),
+    (36, "pr_sid", "i"),
+    (40, "pr_fname", "16s"),
+    (56, "pr_psargs", "80s"),
+])
+
+ELF_FPREGSET = Layout("elf_fpregset", 136, [
+    (0, "fpc", "I"),
+    (8, "fprs", "16Q"),
+])
+
+
+def note(name: bytes, n_type: int, desc: bytes) -> bytes:
+    """Return one ELF note: header, NUL-terminated name and descriptor, each padded to 4."""
+    name_z = name + b"\0"
+    hdr = ELF64_NHDR.pack(n_namesz=len(name_z), n_descsz=len(desc), n_type=n_type)
+    pad_name = -len(name_z) % 4
+    pad_desc = -len(desc) % 4
+    return hdr + name_z + bytes(pad_name) + desc + bytes(pad_desc)
+
+
+# --------------------------------------------------------------------------
+# s390 dump format (s390-tools zdump/df_s390.h)
+
+DF_S390_MAGIC = 0xA8190173618F23FD
+DF_S390_HDR_SIZE = 0x1000
+DF_S390_CPU_MAX = 512
+DF_S390_HDR = Layout("df_s390_hdr", DF_S390_HDR_SIZE, [
+    (0x00, "magic", "Q"),
+    (0x08, "version", "I"),
+    (0x0C, "hdr_size", "I"),
+    (0x10, "dump_level", "I"),
+    (0x14, "page_size", "I"),
+    (0x18, "mem_size", "Q"),
+    (0x20, "mem_start", "Q"),
+    (0x28, "mem_end", "Q"),
+    (0x30, "num_pages", "I"),
+    (0x38, "tod", "Q"),
+    (0x40, "cpu_id", "Q"),
+    (0x48, "arch", "I"),
+    (0x4C, "volnr", "I"),
+    (0x50, "build_arch", "I"),
+    (0x54, "mem_size_real", "Q"),
+    (0x5C, "mvdump", "B"),
+    (0x5D, "cpu_cnt", "H"),
+    (0x5F, "real_cpu_cnt", "H"),
+    (0x800, "lc_vec", f"{DF_S390_CPU_MAX}I"),
+])
+DF_S390_END_MARKER = b"DUMP_END"
+DF_S390_ARCH_64 = 2
+
+
+# --------------------------------------------------------------------------
+# The s390 checksum (CKSM)
+
+_WORDS_PER_CHUNK = 1 << 16
+
+
+def cksm(data: bytes, initial: int = 0) -> int:
+    """
+    Return the s390 CKSM of *data*: the 32-bit sum of big-endian words with
+    end-around carry; a trailing 1..3 bytes count as a left-aligned word.
+
+    >>> hex(cksm(bytes.fromhex("123456789abcdef0")))
+    '0xacf13568'
+    """
+    tail = len(data) % 4
+    if tail:
+        data = bytes(data) + bytes(4 - tail)
+    total = initial
+    view = memoryview(data)
+    nwords = len(data) // 4
+    for start in range(0, nwords, _WORDS_PER_CHUNK):
+        count = min(_WORDS_PER_CHUNK, nwords - start)
+        total += sum(struct.unpack_from(f">{count}I", view, start * 4))
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total

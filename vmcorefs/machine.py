@@ -1,0 +1,247 @@
+# SPDX-License-Identifier: MIT
+"""
+The emulated machine
+--------------------
+
+The ``vmcorefs.machine`` module provides :class:`Machine`, the crashed s390x
+machine as hardware presents it to a dump tool, and :class:`OldMemory`, the
+dump tool's view of the crashed kernel's memory.
+
+A machine has detected memory ranges, the *real* memory at dump time (a
+:class:`~vmcorefs.stores.Store`), maybe an HSA behind an SCLP device, and its
+CPUs (what SIGP STORE STATUS would report for each). Its *environment* says
+what is running on it now:
+
+``standalone``
+    a stand-alone dump tool / zfcpdump was IPLed: the machine copied old
+    memory ``[0, hsa_size)`` to the HSA, and the real memory there now holds
+    the dump tool;
+``kdump``
+    the crashed kernel started its capture kernel: ``[0, S)`` and the
+    crashkernel region ``[B, B+S)`` were swapped, the capture kernel runs at 0.
+
+:class:`OldMemory` reads the *old* (crashed kernel's) memory at any address:
+through the swap rules in kdump, through the HSA below ``hsa_size`` in a
+stand-alone environment, from real memory otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .errors import InputError, MemoryReadError
+from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
+from .sclp import HsaReader, SdiasDevice
+from .stores import Store
+
+__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges")
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("standalone", "kdump")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """
+    One CPU of the machine.
+
+    :param address: CPU address
+    :param save_area: the 512-byte store-status save area SIGP STORE STATUS
+        gives for this CPU; None for the boot CPU, whose registers are in old
+        memory at absolute 0x1200
+    :param vector: the 512 bytes of vector registers V0..V31 (SIGP STORE
+        ADDITIONAL STATUS), or None for zeros
+    """
+
+    address: int
+    save_area: bytes | None = None
+    vector: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.save_area is not None and len(self.save_area) != 512:
+            raise InputError(f"CPU {self.address}: a save area has 512 bytes, not {len(self.save_area)}")
+        if self.vector is not None and len(self.vector) != VX_SAVE_AREA_SIZE:
+            raise InputError(f"CPU {self.address}: vector registers take 512 bytes, not {len(self.vector)}")
+
+
+def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tuple[int, int]]:
+    """
+    Return *ranges* (``(start, end)``, end exclusive) checked and with
+    adjacent ranges merged, as the kernel's memblock does.
+
+    :raises InputError: unsorted, overlapping, empty or unaligned ranges
+    """
+    out: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if start % PAGE_SIZE or end % PAGE_SIZE:
+            raise InputError(f"{what} range {start:#x}-{end:#x} is not page aligned")
+        if end <= start:
+            raise InputError(f"{what} range {start:#x}-{end:#x} is empty")
+        if out and start < out[-1][1]:
+            raise InputError(f"{what} ranges are unsorted or overlap at {start:#x}")
+        if out and start == out[-1][1]:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+class Machine:
+    """
+    The crashed machine as the dump tool finds it.
+
+    :param memory: detected memory ranges ``(start, end)``, sorted
+    :param real: real memory at dump time
+    :param environment: ``standalone`` or ``kdump`` (see the module docs)
+    :param cpus: boot CPU first
+    :param vector: the machine has the vector facility
+    :param sclp: the SCLP device with the HSA (stand-alone only)
+    :param oldmem: kdump only: the crashkernel ``(base, size)`` the capture
+        kernel was given; None: read it from the capture kernel's parmarea
+    :param hsa_options: keyword arguments for :class:`HsaReader`
+    """
+
+    def __init__(self, *, memory: list[tuple[int, int]], real: Store, environment: str,
+                 cpus: list[Cpu], vector: bool = False, sclp: SdiasDevice | None = None,
+                 oldmem: tuple[int, int] | None = None, hsa_options: dict | None = None,
+                 name: str = "machine") -> None:
+        if environment not in ENVIRONMENTS:
+            raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
+        self.memory = merge_ranges(memory)
+        if not self.memory:
+            raise InputError("the machine has no memory")
+        if self.memory[-1][1] > real.size:
+            raise InputError(f"memory ends at {self.memory[-1][1]:#x} but the store ({real.name}) "
+                             f"holds only {real.size:#x} bytes")
+        if not cpus:
+            raise InputError("the machine has no CPU")
+        if len(cpus) > 4096:
+            raise InputError(f"{len(cpus)} CPUs is more than an s390x machine has (at most 4096)")
+        addresses = [c.address for c in cpus]
+        if len(set(addresses)) != len(addresses):
+            raise InputError("two CPUs have the same CPU address")
+        if environment == "standalone" and sclp is None:
+            raise InputError("a stand-alone environment needs an HSA (hsa size)")
+        if environment == "kdump" and sclp is not None:
+            raise InputError("a kdump environment has no HSA: the capture kernel reads memory directly")
+        if environment == "kdump" and cpus[0].save_area is not None:
+            raise InputError("in a kdump environment the boot CPU's registers are in old memory at 0x1200; "
+                             "give no save_area for the first CPU")
+        self.real = real
+        self.environment = environment
+        self.cpus = list(cpus)
+        self.vector = vector
+        self.sclp = sclp
+        self.oldmem = oldmem
+        self.hsa_options = dict(hsa_options or {})
+        self.name = name
+
+    @property
+    def memory_end(self) -> int:
+        return self.memory[-1][1]
+
+    @property
+    def memory_size(self) -> int:
+        return sum(end - start for start, end in self.memory)
+
+    @property
+    def hsa_size(self) -> int:
+        return self.sclp.pages * PAGE_SIZE if self.sclp else 0
+
+    def contains(self, address: int, length: int) -> bool:
+        """Return whether ``[address, address+length)`` lies in detected memory."""
+        for start, end in self.memory:
+            if start <= address and address + length <= end:
+                return True
+        return False
+
+    def find_oldmem(self) -> tuple[int, int] | None:
+        """
+        Return the crashkernel ``(base, size)`` of a kdump environment: as
+        given, or else as kexec left it in the capture kernel's parmarea
+        (OLDMEM_BASE/OLDMEM_SIZE at 0x10418), which is what the capture
+        kernel itself uses. None outside kdump or if there is none.
+        """
+        if self.environment != "kdump":
+            return None
+        if self.oldmem is not None:
+            return self.oldmem
+        try:
+            parm = PARMAREA.unpack(self.real.read(PARMAREA_ADDRESS, PARMAREA.size))
+        except MemoryReadError as exc:
+            raise InputError(f"cannot read the capture kernel's parmarea: {exc}") from exc
+        base, size = parm["oldmem_base"], parm["oldmem_size"]
+        if not size:
+            return None
+        return base, size
+
+    def close(self) -> None:
+        self.real.close()
+        if self.sclp is not None:
+            self.sclp.hsa.close()
+
+
+class OldMemory:
+    """
+    The crashed kernel's memory as a dump tool reads it.
+
+    :param machine: the machine
+    :param swap: kdump: the crashkernel ``(base, size)`` whose swap to undo
+    :param hsa: the HSA reader (stand-alone environment)
+    """
+
+    def __init__(self, machine: Machine, swap: tuple[int, int] | None, hsa: HsaReader | None) -> None:
+        self.machine = machine
+        self.swap = swap
+        self.hsa = hsa
+        self.hsa_size = machine.hsa_size if hsa is not None else 0
+        if swap is not None:
+            base, size = swap
+            if base % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
+                raise InputError(f"crashkernel {base:#x}+{size:#x} is not page aligned")
+            if base < size:
+                raise InputError(f"crashkernel base {base:#x} lies below its size {size:#x}: "
+                                 "the kdump swap cannot be undone")
+            if base + size > machine.real.size:
+                raise InputError(f"crashkernel {base:#x}-{base + size:#x} lies beyond memory")
+
+    def translate(self, address: int, length: int) -> list[tuple[int, int, int]]:
+        """Return ``(old_address, real_address, length)`` pieces covering the range."""
+        if self.swap is None:
+            return [(address, address, length)]
+        base, size = self.swap
+        out = []
+        pos, end = address, address + length
+        while pos < end:
+            if pos < size:
+                n = min(end, size) - pos
+                out.append((pos, pos + base, n))
+            elif base <= pos < base + size:
+                n = min(end, base + size) - pos
+                out.append((pos, pos - base, n))
+            else:
+                nxt = end
+                if pos < base:
+                    nxt = min(end, base)
+                n = nxt - pos
+                out.append((pos, pos, n))
+            pos += n
+        return out
+
+    async def read(self, address: int, length: int) -> bytes:
+        """Return *length* bytes of old memory at *address*."""
+        parts = []
+        for _old, real, n in self.translate(address, length):
+            if real < self.hsa_size:
+                h = min(n, self.hsa_size - real)
+                parts.append(await self.hsa.read(real, h))
+                real += h
+                n -= h
+            if n:
+                parts.append(self.machine.real.read(real, n))
+        return b"".join(parts)
+
+    async def read_u64(self, address: int) -> int:
+        return int.from_bytes(await self.read(address, 8), "big")

@@ -1,0 +1,212 @@
+# SPDX-License-Identifier: MIT
+"""
+Mounting
+--------
+
+The ``vmcorefs.mount`` module opens a source, decides the dump, mounts the
+tree with pyfuse3 and serves it until unmounted or signalled. In the
+background mode (the default, like sshfs) the command forks; the child
+mounts and tells the parent over a pipe whether the mount is ready, so
+``vmcorefs mount`` returns only once the files can be read, or fails with
+the child's one-line error.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import logging.handlers
+import os
+import signal
+import subprocess
+import sys
+from typing import Callable
+
+import trio
+
+from .errors import InputError
+from .machine import Machine
+
+__all__ = ("check_mountpoint", "mount", "open_source", "unmount")
+
+log = logging.getLogger(__name__)
+
+
+def open_source(source: str) -> Machine:
+    """Return the machine *source* names: ``demo`` or a machine description."""
+    if source == "demo":
+        from .demo import demo_machine
+        return demo_machine()
+    if not os.path.exists(source):
+        raise InputError(f"{source}: no such file")
+    if os.path.isdir(source):
+        raise InputError(f"{source} is a directory, not a machine description")
+    from .description import load
+    return load(source)
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Raise InputError unless *mountpoint* is an empty-enough directory we can mount on."""
+    try:
+        st = os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise InputError(f"{mountpoint} is a stale vmcorefs mount (its daemon is gone): "
+                             f"run 'vmcorefs umount {mountpoint}' first") from None
+        raise InputError(f"mount point {mountpoint}: {exc.strerror}") from None
+    import stat as stat_
+    if not stat_.S_ISDIR(st.st_mode):
+        raise InputError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise InputError(f"{mountpoint} is already a mount point: run 'vmcorefs umount {mountpoint}' first")
+
+
+def _fuse_options(allow_other: bool, extra: list[str]) -> set[str]:
+    opts = {"fsname=vmcorefs", "subtype=vmcorefs", "default_permissions", "ro"}
+    if allow_other:
+        opts.add("allow_other")
+    opts.update(extra)
+    return opts
+
+
+async def _serve(source: str, mountpoint: str, mode: str, options: dict,
+                 ready: Callable[[str | None], None]) -> int:
+    import pyfuse3
+
+    from .dump import Dump
+    from .fs import Operations
+    from .views.root import build_tree
+
+    try:
+        machine = open_source(source)
+        dump = await Dump.open(machine, mode)
+        tree = build_tree(dump)
+        allow_other = options.get("allow_other", False)
+        ops = Operations(tree, file_mode=0o444 if allow_other else 0o400,
+                         dir_mode=0o555 if allow_other else 0o500)
+        fuse_opts = _fuse_options(allow_other, options.get("fuse", []))
+        try:
+            pyfuse3.init(ops, mountpoint, fuse_opts)
+        except RuntimeError as exc:
+            raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+    except InputError as exc:
+        ready(str(exc))
+        return 1
+    log.info("mounted %s on %s: %s mode, /vmcore %d bytes", source, mountpoint, dump.mode, tree.find("vmcore").size)
+    ready(None)
+    try:
+        async with trio.open_nursery() as nursery:
+            async def stop_on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+                    async for signum in signals:
+                        log.info("signal %d: unmounting", signum)
+                        pyfuse3.terminate()
+                        return
+            nursery.start_soon(stop_on_signal)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)
+        machine.close()
+        log.info("unmounted %s", mountpoint)
+    return 0
+
+
+def mount(source: str, mountpoint: str, *, mode: str = "auto", foreground: bool = False,
+          options: dict | None = None, log_file: str | None = None, debug: bool = False) -> int:
+    """
+    Mount *source* on *mountpoint*; return the exit status.
+
+    In the background mode the call returns once the mount is ready.
+    """
+    options = options or {}
+    if source != "demo":
+        source = os.path.abspath(source)
+    mountpoint = os.path.abspath(mountpoint)
+    check_mountpoint(mountpoint)
+    level = logging.DEBUG if debug else logging.INFO
+    if foreground:
+        def ready(err: str | None) -> None:
+            if err:
+                print(f"vmcorefs: {err}", file=sys.stderr)
+        return trio.run(_serve, source, mountpoint, mode, options, ready)
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as r:
+            msg = r.read().decode(errors="replace")
+        if msg.startswith("OK"):
+            return 0
+        os.waitpid(pid, 0)
+        print(f"vmcorefs: {msg or 'the daemon died before the mount was ready'}", file=sys.stderr)
+        return 1
+    # child: become a daemon
+    os.close(rfd)
+    code = 1
+    try:
+        os.setsid()
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        if log_file:
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(fd, 2)
+            os.close(fd)
+        else:
+            os.dup2(devnull, 2)
+        os.close(devnull)
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        handler: logging.Handler
+        if log_file:
+            handler = logging.StreamHandler(sys.stderr)
+        elif os.path.exists("/dev/log"):
+            handler = logging.handlers.SysLogHandler("/dev/log")
+        else:
+            handler = logging.NullHandler()
+        handler.setFormatter(logging.Formatter("vmcorefs[%(process)d]: %(levelname)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(level)
+
+        def ready(err: str | None) -> None:
+            os.write(wfd, f"OK {os.getpid()}".encode() if err is None else err.encode())
+            os.close(wfd)
+
+        code = trio.run(_serve, source, mountpoint, mode, options, ready)
+    except BaseException:  # noqa: BLE001 - a daemon must not print tracebacks to nowhere
+        logging.getLogger(__name__).exception("vmcorefs daemon failed")
+    finally:
+        os._exit(code)
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> int:
+    """Unmount a vmcorefs mount (also a stale one); return the exit status."""
+    mountpoint = os.path.abspath(mountpoint)
+    stale = False
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            print(f"vmcorefs: {mountpoint}: {exc.strerror}", file=sys.stderr)
+            return 1
+        stale = True
+    if not stale and not os.path.ismount(mountpoint):
+        print(f"vmcorefs: {mountpoint} is not mounted", file=sys.stderr)
+        return 1
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mountpoint]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        print("vmcorefs: fusermount3 not found: install the fuse3 package", file=sys.stderr)
+        return 1
+    if res.returncode != 0:
+        err = (res.stderr.strip().splitlines() or ["unknown error"])[-1]
+        print(f"vmcorefs: cannot unmount {mountpoint}: {err}"
+              + ("" if lazy else f" (files still open? try 'vmcorefs umount --lazy {mountpoint}')"),
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: MIT
+"""
+Stores
+------
+
+The ``vmcorefs.stores`` module provides the byte stores that hold a
+machine's memory contents: a raw image file, generated memory (the demo
+machine), zeros, and overlays that lay other stores or bytes over parts of a
+store (the dump tool that overwrote low memory, a save area stored at IPL).
+
+A store is addressed by absolute address and read synchronously with
+:meth:`Store.read`; it raises :class:`~vmcorefs.errors.MemoryReadError` for
+bytes it cannot deliver, never zeros in their place.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from array import array
+from typing import Callable
+
+from .errors import InputError, MemoryReadError
+
+__all__ = (
+    "BytesStore",
+    "GeneratedStore",
+    "OverlayStore",
+    "PatternStore",
+    "RawFileStore",
+    "SliceStore",
+    "Store",
+    "ZeroStore",
+    "address_words",
+)
+
+
+class Store:
+    """Memory contents addressed from 0 to :attr:`size`."""
+
+    size: int = 0
+    name: str = "store"
+
+    def read(self, address: int, length: int) -> bytes:
+        """Return *length* bytes at *address*; raise MemoryReadError if impossible."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the store holds open."""
+
+    def _check(self, address: int, length: int) -> None:
+        if address < 0 or length < 0 or address + length > self.size:
+            raise MemoryReadError(address, f"beyond the end of {self.name} ({self.size:#x} bytes)")
+
+
+class ZeroStore(Store):
+    """A store of zeros."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.name = "zeros"
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        return bytes(length)
+
+
+class BytesStore(Store):
+    """A store backed by a bytes object (small synthetic machines, tests)."""
+
+    def __init__(self, data: bytes, name: str = "bytes") -> None:
+        self.data = bytes(data)
+        self.size = len(self.data)
+        self.name = name
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        return self.data[address:address + length]
+
+
+class RawFileStore(Store):
+    """
+    A raw physical memory image: file offset = absolute address.
+
+    :param path: the image file
+    :param size: the memory size the image should cover; a shorter file is
+        a truncated image whose missing part reads as an I/O error.
+    """
+
+    def __init__(self, path: str, size: int | None = None) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InputError(f"cannot open memory image {path}: {exc.strerror}") from exc
+        self.path = path
+        self.name = os.path.basename(path)
+        self.file_size = os.fstat(self.fd).st_size
+        if self.file_size == 0 and not os.path.isfile(path):
+            # block device
+            self.file_size = os.lseek(self.fd, 0, os.SEEK_END)
+        self.size = self.file_size if size is None else size
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        try:
+            data = os.pread(self.fd, length, address)
+        except OSError as exc:
+            raise MemoryReadError(address, f"{self.name}: {exc.strerror}") from exc
+        if len(data) != length:
+            raise MemoryReadError(address + len(data), f"{self.name} is truncated at {self.file_size:#x}")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def address_words(address: int, length: int, tag: int = 0) -> bytes:
+    """
+    Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
+
+    *address* and *length* need not be aligned: the words are generated for
+    the enclosing aligned range and cut.
+    """
+    start = address & ~7
+    end = (address + length + 7) & ~7
+    low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
+    if end <= low:  # the tag's bits lie above every address: XOR is addition
+        words = array("Q", range(start + tag, end + tag, 8))
+    else:
+        words = array("Q", [a ^ tag for a in range(start, end, 8)])
+    if struct.pack("=H", 1) != struct.pack(">H", 1):
+        words.byteswap()
+    data = words.tobytes()
+    return data[address - start:address - start + length]
+
+
+class GeneratedStore(Store):
+    """Memory computed by a function ``fn(address, length) -> bytes``."""
+
+    def __init__(self, size: int, fn: Callable[[int, int], bytes], name: str = "generated") -> None:
+        self.size = size
+        self.fn = fn
+        self.name = name
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        return self.fn(address, length)
+
+
+class PatternStore(GeneratedStore):
+    """
+    The recognisable pattern of a dump tool that was loaded into low memory:
+    every 16 bytes are ``b"ZFCPDUMP"`` followed by the big-endian address.
+    Reading old memory from here instead of the HSA gives these bytes.
+    """
+
+    MAGIC = b"ZFCPDUMP"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size, self._pattern, "dump tool")
+
+    @classmethod
+    def _pattern(cls, address: int, length: int) -> bytes:
+        start = address & ~15
+        end = (address + length + 15) & ~15
+        count = (end - start) // 16
+        words = array("Q", range(start, end, 16))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        addrs = words.tobytes()
+        buf = bytearray(count * 16)
+        for i in range(8):
+            buf[i::16] = cls.MAGIC[i:i + 1] * count
+        for i in range(8):
+            buf[8 + i::16] = addrs[i::8]
+        return bytes(buf[address - start:address - start + length])
+
+
+class SliceStore(Store):
+    """``[start, start+size)`` of another store, addressed from 0."""
+
+    def __init__(self, base: Store, start: int, size: int) -> None:
+        self.base, self.start, self.size, self.name = base, start, size, base.name
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        return self.base.read(self.start + address, length)
+
+
+class OverlayStore(Store):
+    """
+    A base store with other stores laid over parts of it ("last one wins" is
+    resolved at construction: overlays may not overlap each other).
+
+    :param overlays: ``(address, store)`` pairs; the overlay covers
+        ``[address, address + store.size)`` and is read at ``address - start``.
+    """
+
+    def __init__(self, base: Store, overlays: list[tuple[int, Store]], name: str | None = None) -> None:
+        self.base = base
+        self.size = base.size
+        self.name = name or base.name
+        items = sorted(((a, s) for a, s in overlays if s.size), key=lambda x: x[0])
+        for (a1, s1), (a2, _s2) in zip(items, items[1:]):
+            if a1 + s1.size > a2:
+                raise ValueError(f"overlays at {a1:#x} and {a2:#x} overlap")
+        for a, s in items:
+            if a < 0 or a + s.size > self.size:
+                raise ValueError(f"overlay at {a:#x} lies outside the store")
+        self.starts = [a for a, _ in items]
+        self.items = items
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        parts = []
+        pos, end = address, address + length
+        i = bisect.bisect_right(self.starts, pos) - 1  # last overlay starting at or before pos
+        while pos < end:
+            if i >= 0 and pos < self.starts[i] + self.items[i][1].size:
+                a, s = self.items[i]
+                n = min(end, a + s.size) - pos
+                parts.append(s.read(pos - a, n))
+            else:
+                nxt = self.starts[i + 1] if i + 1 < len(self.starts) else end
+                n = min(end, nxt) - pos
+                parts.append(self.base.read(pos, n))
+                i += 1
+            pos += n
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.base.close()

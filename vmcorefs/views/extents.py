@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: MIT
+"""
+Extent maps
+-----------
+
+The ``vmcorefs.views.extents`` module provides :class:`ExtentFile`: a file
+described as consecutive extents, each header bytes built once
+(:class:`BytesExtent`), zeros (:class:`ZeroExtent`) or memory read on demand
+(:class:`MemoryExtent`). A read finds its first extent by bisection and is a
+pure function of the offset: no cursor, safe for concurrent readers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Awaitable, Callable
+
+__all__ = ("BytesExtent", "Extent", "ExtentFile", "MemoryExtent", "ZeroExtent")
+
+ReadFn = Callable[[int, int], Awaitable[bytes]]
+
+
+class Extent:
+    """*length* bytes of a file; subclasses say where they come from."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return *length* bytes at *offset* into the extent."""
+        raise NotImplementedError
+
+
+class BytesExtent(Extent):
+    """Bytes built once (headers, notes, text)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(len(data))
+        self.data = data
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset:offset + length]
+
+
+class ZeroExtent(Extent):
+    """Zeros (padding)."""
+
+    __slots__ = ()
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return bytes(length)
+
+
+class MemoryExtent(Extent):
+    """Memory from *address* on, read with *read_fn* when asked."""
+
+    __slots__ = ("address", "read_fn")
+
+    def __init__(self, address: int, length: int, read_fn: ReadFn) -> None:
+        super().__init__(length)
+        self.address = address
+        self.read_fn = read_fn
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return await self.read_fn(self.address + offset, length)
+
+
+class ExtentFile:
+    """A file made of consecutive extents; empty extents are dropped."""
+
+    def __init__(self, extents: list[Extent]) -> None:
+        self.extents = [e for e in extents if e.length > 0]
+        self.starts: list[int] = []
+        pos = 0
+        for e in self.extents:
+            self.starts.append(pos)
+            pos += e.length
+        self.size = pos
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        """Return ``(extent index, offset into it)`` for a file offset."""
+        i = bisect.bisect_right(self.starts, offset) - 1
+        return i, offset - self.starts[i]
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* (fewer only at end of file)."""
+        if offset >= self.size or length <= 0:
+            return b""
+        length = min(length, self.size - offset)
+        i, rel = self.locate(offset)
+        parts = []
+        while length > 0:
+            ext = self.extents[i]
+            n = min(length, ext.length - rel)
+            parts.append(await ext.read(rel, n))
+            length -= n
+            i += 1
+            rel = 0
+        return parts[0] if len(parts) == 1 else b"".join(parts)

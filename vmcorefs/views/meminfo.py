@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: MIT
+"""
+/meminfo: what the crashed kernel left for a dump tool
+------------------------------------------------------
+
+The ``vmcorefs.views.meminfo`` module builds the read-only ``/meminfo``
+directory, made to be browsed with ls, cat and grep:
+
+=================  =========================================================
+``summary``        mode and why, memory, CPUs, crashkernel, os_info, entries
+``checks``         every check of the kdump decision, OK or BAD
+``memory_map``     detected, exported and HSA ranges, one per line
+``os_info``        the raw os_info page (4096 bytes), if there is one
+``vmcoreinfo``     the crashed kernel's VMCOREINFO text, if found
+``reipl_block``    the raw re-IPL block, if found
+``cpus/cpuN``      decoded registers of each CPU (N = CPU address)
+=================  =========================================================
+"""
+
+from __future__ import annotations
+
+from ..dump import CpuState, Dump
+from ..layouts import SAVE_AREA
+from .tree import Directory, text_file
+
+__all__ = ("build_meminfo", "cpu_text", "summary_text")
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << (shift - 10)) == 0:
+            return f"{n / (1 << shift):g} {unit}"
+    return f"{n} bytes"
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> list[str]:
+    return [f"  {s:#018x}-{e - 1:#018x}  {_size(e - s)}" for s, e in ranges]
+
+
+def cpu_text(cpu: CpuState, number: int | None, boot: bool) -> str:
+    """Return the decoded registers of one CPU."""
+    r = SAVE_AREA.unpack(cpu.save_area)
+    lines = [f"cpu_address: {cpu.address}",
+             f"role: {'boot CPU (registers from old absolute 0x1200)' if boot else 'SIGP STORE STATUS'}",
+             f"dumped: {'yes, note #' + str(number) if number else 'no (prefix 0)'}",
+             f"prefix: {r['prefix']:#010x}",
+             f"psw: {r['psw'][0]:016x} {r['psw'][1]:016x}",
+             f"psw_addr: {r['psw'][1]:#x}"]
+    lines += [f"r{i}: {v:016x}" for i, v in enumerate(r["gprs"])]
+    lines += [f"a{i}: {v:08x}" for i, v in enumerate(r["acrs"])]
+    lines += [f"c{i}: {v:016x}" for i, v in enumerate(r["ctrs"])]
+    lines += [f"fpc: {r['fpc']:08x}"]
+    lines += [f"f{i}: {v:016x}" for i, v in enumerate(r["fprs"])]
+    lines += [f"cpu_timer: {r['timer']:016x}",
+              f"clock_comparator: {r['todcmp'].hex()} (raw save-area bytes)",
+              f"tod_programmable: {r['todpreg']:08x}"]
+    if cpu.vector is not None:
+        lines += [f"v{i}: {cpu.vector[i * 16:i * 16 + 16].hex()}" for i in range(32)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(dump: Dump) -> str:
+    """Return the human-readable summary."""
+    m, rep = dump.machine, dump.report
+    out = [f"machine: {m.name}",
+           f"environment: {m.environment}" + (" (HSA behind SCLP)" if m.sclp else " (capture kernel running)"),
+           f"mode: {dump.mode}",
+           f"why: {dump.why}",
+           f"memory: {_size(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"]
+    out += _ranges(m.memory)
+    exported = sum(e - s for s, e in dump.ranges)
+    out.append(f"exported: {_size(exported)} in {len(dump.ranges)} range(s)")
+    out += _ranges(dump.ranges)
+    if m.sclp:
+        out.append(f"hsa: {_size(m.hsa_size)} ({m.hsa_size:#x})"
+                   + (", released" if dump.hsa and dump.hsa.released else ""))
+    if dump.swap:
+        out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
+    if rep.crashkernel:
+        b, s = rep.crashkernel
+        out.append(f"crashkernel: {b:#x}-{b + s - 1:#x} ({_size(s)})")
+    else:
+        out.append("crashkernel: none")
+    out.append(f"cpus: {len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: "
+               f"{'yes' if m.vector else 'no'}")
+    for i, c in enumerate(dump.all_cpus):
+        regs = c.regs
+        out.append(f"  cpu {c.address}: prefix {regs['prefix']:#010x} psw {regs['psw'][0]:016x} "
+                   f"{regs['psw'][1]:016x}{'  (boot)' if i == 0 else ''}")
+    if rep.header:
+        h = rep.header
+        out.append(f"os_info: at {rep.os_info_ptr:#x}, version {h['version_major']}.{h['version_minor']}, "
+                   f"checksum {h['csum']:#010x} ({'valid' if rep.valid else 'INVALID'})")
+        for e in rep.entries:
+            if e.present:
+                verdict = "OK" if e.ok else f"BAD: {e.problem}"
+                out.append(f"  entry {e.index} {e.name}: addr {e.addr:#x} size {e.size} "
+                           f"csum {e.csum:#010x} {verdict}")
+            elif e.index < 2:
+                out.append(f"  entry {e.index} {e.name}: absent")
+    else:
+        out.append(f"os_info: none ({rep.os_info_ptr or 0:#x} at lowcore 0xE18)")
+    out.append(f"vmcoreinfo: {rep.vmcoreinfo_source}")
+    if rep.vmcoreinfo:
+        for line in rep.vmcoreinfo.decode("ascii", "replace").splitlines():
+            if line.startswith("OSRELEASE="):
+                out.append(f"kernel: {line.split('=', 1)[1]}")
+    out.append(f"reipl_block: " + (f"{len(rep.reipl_block)} bytes at {rep.ipib_addr:#x}"
+                                   if rep.reipl_block else "none"))
+    out.append("checks:")
+    out += [f"  {c.line()}" for c in rep.checks]
+    return "\n".join(out) + "\n"
+
+
+def build_meminfo(dump: Dump) -> Directory:
+    """Return the /meminfo directory of *dump*."""
+    rep = dump.report
+    d = Directory("meminfo")
+    d.add(text_file("summary", summary_text(dump)))
+    d.add(text_file("checks", "".join(c.line() + "\n" for c in rep.checks)))
+    mm = [f"detected {s:#018x} {e - s:#018x}" for s, e in dump.machine.memory]
+    mm += [f"exported {s:#018x} {e - s:#018x}" for s, e in dump.ranges]
+    if dump.machine.sclp:
+        mm.append(f"hsa      {0:#018x} {dump.machine.hsa_size:#018x}")
+    if rep.crashkernel:
+        mm.append(f"crashkernel {rep.crashkernel[0]:#018x} {rep.crashkernel[1]:#018x}")
+    d.add(text_file("memory_map", "\n".join(mm) + "\n"))
+    if rep.page is not None:
+        d.add(text_file("os_info", rep.page))
+    if rep.vmcoreinfo is not None:
+        d.add(text_file("vmcoreinfo", rep.vmcoreinfo))
+    if rep.reipl_block is not None:
+        d.add(text_file("reipl_block", rep.reipl_block))
+    cpus = Directory("cpus")
+    numbers = {id(c): i + 1 for i, c in enumerate(dump.cpus)}
+    for i, c in enumerate(dump.all_cpus):
+        cpus.add(text_file(f"cpu{c.address}", cpu_text(c, numbers.get(id(c)), i == 0)))
+    d.add(cpus)
+    return d

@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: MIT
+"""
+/vmcore: the ELF core file of /proc/vmcore
+------------------------------------------
+
+The ``vmcorefs.views.vmcore`` module lays out a dump exactly as the s390
+kernel's ``elfcorehdr_alloc`` (arch/s390/kernel/crash_dump.c) builds the ELF
+header and ``fs/proc/vmcore.c`` then presents it (reference section 7):
+
+- ELF header and program headers (PT_NOTE, then one PT_LOAD per exported
+  memory range in address order), padded to a page;
+- the notes, padded to a page: NT_PRPSINFO; per dumped CPU (boot CPU first,
+  numbered from 1) NT_PRSTATUS, NT_PRFPREG, TIMER, TODCMP, TODPREG, CTRS,
+  PREFIX, and with the vector facility VXRS_HIGH, VXRS_LOW; VMCOREINFO;
+- each range's memory from its page-aligned start, one after another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..dump import CpuState, Dump
+from ..layouts import (ELF64_EHDR, ELF64_PHDR, ELF_FPREGSET, ELF_IDENT_S390X, ELF_PRPSINFO, ELF_PRSTATUS,
+                       EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PT, SAVE_AREA, note, page_align)
+from .extents import BytesExtent, Extent, ExtentFile, MemoryExtent, ZeroExtent
+
+__all__ = ("VmcoreLayout", "build_notes", "build_vmcore", "cpu_notes")
+
+CORE = b"CORE"
+LINUX = b"LINUX"
+VMCOREINFO = b"VMCOREINFO"
+
+
+def cpu_notes(cpu: CpuState, number: int) -> bytes:
+    """Return the notes of one CPU as ``fill_cpu_elf_notes`` writes them."""
+    sa = cpu.save_area
+    regs = SAVE_AREA.unpack(sa)
+    off = SAVE_AREA.offset
+    out = [
+        note(CORE, NT.PRSTATUS, ELF_PRSTATUS.pack(pr_pid=number, psw=regs["psw"], gprs=regs["gprs"],
+                                                   acrs=regs["acrs"])),
+        note(CORE, NT.PRFPREG, ELF_FPREGSET.pack(fpc=regs["fpc"], fprs=regs["fprs"])),
+        note(LINUX, NT.S390_TIMER, sa[off("timer"):off("timer") + 8]),
+        # the raw save-area bytes, never recomputed (reference section 7)
+        note(LINUX, NT.S390_TODCMP, sa[off("todcmp"):off("todcmp") + 8]),
+        note(LINUX, NT.S390_TODPREG, sa[off("todpreg"):off("todpreg") + 4]),
+        note(LINUX, NT.S390_CTRS, sa[off("ctrs"):off("ctrs") + 128]),
+        note(LINUX, NT.S390_PREFIX, sa[off("prefix"):off("prefix") + 4]),
+    ]
+    if cpu.vector is not None:
+        vx = cpu.vector
+        # VXRS_HIGH: V16..V31; VXRS_LOW: the low halves of V0..V15
+        out.append(note(LINUX, NT.S390_VXRS_HIGH, vx[256:512]))
+        out.append(note(LINUX, NT.S390_VXRS_LOW, b"".join(vx[i * 16 + 8:i * 16 + 16] for i in range(16))))
+    return b"".join(out)
+
+
+def build_notes(cpus: list[CpuState], vmcoreinfo: bytes | None) -> bytes:
+    """Return the PT_NOTE contents (without the terminating empty note)."""
+    parts = [note(CORE, NT.PRPSINFO, ELF_PRPSINFO.pack(pr_sname=b"R", pr_fname=b"vmlinux"))]
+    for number, cpu in enumerate(cpus, start=1):
+        parts.append(cpu_notes(cpu, number))
+    if vmcoreinfo is not None:
+        parts.append(note(VMCOREINFO, 0, vmcoreinfo))
+    return b"".join(parts)
+
+
+@dataclasses.dataclass
+class VmcoreLayout:
+    """Where things are in /vmcore."""
+
+    header_size: int  # ELF + program headers, padded
+    notes_offset: int
+    notes_size: int  # exact, as in PT_NOTE p_filesz
+    loads: list[tuple[int, int, int]]  # (p_offset, paddr, size)
+    size: int
+
+
+def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, VmcoreLayout]:
+    """
+    Return /vmcore of *dump* as an extent map, and its layout.
+
+    :param vaddr_base: added to p_paddr to give p_vaddr (0 before Linux 6.10,
+        the identity-mapping base since)
+    """
+    ranges = dump.ranges
+    phnum = 1 + len(ranges)
+    header_size = page_align(ELF64_EHDR.size + phnum * ELF64_PHDR.size)
+    notes = build_notes(dump.cpus, dump.vmcoreinfo)
+    notes_block = page_align(len(notes))
+    ehdr = ELF64_EHDR.pack(e_ident=ELF_IDENT_S390X, e_type=ET_CORE, e_machine=EM.S390, e_version=1,
+                           e_phoff=ELF64_EHDR.size, e_ehsize=ELF64_EHDR.size,
+                           e_phentsize=ELF64_PHDR.size, e_phnum=phnum)
+    phdrs = [ELF64_PHDR.pack(p_type=PT.NOTE, p_offset=header_size, p_filesz=len(notes), p_memsz=len(notes))]
+    data_extents: list[Extent] = []
+    loads = []
+    offset = header_size + notes_block
+    for start, end in ranges:
+        aligned = start - start % PAGE_SIZE
+        span = page_align(end) - aligned
+        p_offset = offset + (start - aligned)
+        phdrs.append(ELF64_PHDR.pack(p_type=PT.LOAD, p_flags=PF_RWX, p_offset=p_offset,
+                                     p_vaddr=vaddr_base + start, p_paddr=start, p_filesz=end - start,
+                                     p_memsz=end - start, p_align=PAGE_SIZE))
+        data_extents.append(MemoryExtent(aligned, span, dump.read))
+        loads.append((p_offset, start, end - start))
+        offset += span
+    head = ehdr + b"".join(phdrs)
+    extents: list[Extent] = [
+        BytesExtent(head), ZeroExtent(header_size - len(head)),
+        BytesExtent(notes), ZeroExtent(notes_block - len(notes)),
+    ] + data_extents
+    f = ExtentFile(extents)
+    layout = VmcoreLayout(header_size, header_size, len(notes), loads, f.size)
+    return f, layout

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: MIT
+"""Shared test fixtures: the unpacked real fixtures and real FUSE mounts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+CACHE = Path(os.environ.get("VMCOREFS_FIXTURE_CACHE", "/var/tmp/vmcorefs-fixtures"))
+
+VMCOREFS = [sys.executable, "-m", "vmcorefs"]
+
+
+def fuse_available() -> str | None:
+    """Return why FUSE mounts cannot work here, or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is missing (apt-get install fuse3)"
+    return None
+
+
+def require_fuse() -> None:
+    why = fuse_available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"FUSE tests must run in CI: {why}")
+        pytest.skip(why)
+
+
+def unpack_fixture(name: str, member: str) -> Path:
+    """
+    Return the path of an unpacked fixture file (``kdump-1g``, ``proc-vmcore.elf``),
+    unpacking the ``.zst`` once into the cache outside the repository and
+    checking it against SHA256SUMS.uncompressed.
+    """
+    src = FIXTURES / name / (member + ".zst")
+    if not src.exists():
+        pytest.skip(f"fixture {src} is not available (the shared/ folder is missing)")
+    dst_dir = CACHE / name
+    dst = dst_dir / member
+    stamp = dst_dir / (member + ".verified")
+    if dst.exists() and stamp.exists() and stamp.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dst_dir / (member + ".tmp")
+    import zstandard
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        reader = zstandard.ZstdDecompressor().stream_reader(fin)
+        h = hashlib.sha256()
+        while True:
+            chunk = reader.read(1 << 24)
+            if not chunk:
+                break
+            h.update(chunk)
+            if chunk.count(0) == len(chunk):
+                fout.seek(len(chunk), os.SEEK_CUR)  # keep the cache sparse
+            else:
+                fout.write(chunk)
+        fout.truncate()
+    sums = (FIXTURES / name / "SHA256SUMS.uncompressed").read_text().split()
+    expected = dict(zip(sums[1::2], sums[0::2]))
+    if member in expected and h.hexdigest() != expected[member]:
+        tmp.unlink()
+        pytest.fail(f"unpacked {member} does not match SHA256SUMS.uncompressed")
+    os.replace(tmp, dst)
+    stamp.write_text(h.hexdigest() + "\n")
+    return dst
+
+
+def wait_for_mount(mountpoint: Path, proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.ismount(mountpoint):
+            return
+        if proc is not None and proc.poll() is not None:
+            out = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"vmcorefs exited with {proc.returncode} before mounting: {out}")
+        time.sleep(0.05)
+    raise AssertionError(f"{mountpoint} not mounted after {timeout}s")
+
+
+class Mount:
+    """A foreground ``vmcorefs mount`` running in a subprocess."""
+
+    def __init__(self, source: str, mountpoint: Path, *args: str) -> None:
+        self.mountpoint = mountpoint
+        self.proc = subprocess.Popen(VMCOREFS + ["mount", str(source), str(mountpoint), "-f", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        wait_for_mount(mountpoint, self.proc)
+
+    def path(self, name: str) -> Path:
+        return self.mountpoint / name
+
+    def unmount(self) -> str:
+        """Unmount with ``vmcorefs umount``; assert a clean daemon exit; return its stderr."""
+        if self.proc.poll() is None:
+            res = subprocess.run(VMCOREFS + ["umount", str(self.mountpoint)], capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("vmcorefs did not exit after unmount")
+        err = self.proc.stderr.read()
+        assert self.proc.returncode == 0, err
+        assert not os.path.ismount(self.mountpoint)
+        return err
+
+    def cleanup(self) -> None:
+        if os.path.ismount(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_output=True)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def mounter(tmp_path):
+    """Return ``mount(source, *args) -> Mount``; every mount is cleaned up after the test."""
+    require_fuse()
+    mounts: list[Mount] = []
+
+    def mount(source, *args, mountpoint: Path | None = None) -> Mount:
+        mp = mountpoint or tmp_path / f"mnt{len(mounts)}"
+        mp.mkdir(exist_ok=True)
+        m = Mount(str(source), mp, *args)
+        mounts.append(m)
+        return m
+
+    yield mount
+    for m in mounts:
+        m.cleanup()
+
+
+def run_vmcorefs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(VMCOREFS + [str(a) for a in args], capture_output=True, text=True, cwd=REPO, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(f"vmcorefs {' '.join(map(str, args))} failed ({res.returncode}): {res.stderr}")
+    return res
+
+
+def sha256_file(path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            h.update(data)
+    return h.hexdigest()

@@ -97,7 +97,8 @@ def demo_store(size: int, seed: int = 0) -> Store:
     """Return the demo memory contents of *size* bytes (*seed* varies the tag)."""
     tag = DEMO_TAG ^ (seed << 40)
     base = GeneratedStore(size, lambda a, n: address_words(a, n, tag), name="demo memory")
-    return OverlayStore(base, [(a, BytesStore(d)) for a, d in _patches()], name="demo memory")
+    patches = [(a, BytesStore(d)) for a, d in _patches() if a + len(d) <= size]
+    return OverlayStore(base, patches, name="demo memory")
 
 
 def demo_cpu_regs(i: int) -> dict:

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import InputError
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
-from .machine import Cpu, Machine
+from .machine import Cpu, Machine, merge_ranges
 from .sclp import SdiasDevice, load_fault_rules
 from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store
 
@@ -98,7 +98,8 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         if start + size >= 1 << 64:
             raise InputError(f"{where}: memory[{i}] ends beyond 2^64")
         ranges.append((start, start + size))
-    end = max(e for _, e in ranges)
+    ranges = merge_ranges(ranges, f"{where}: memory")
+    end = ranges[-1][1]
 
     store_doc = doc.get("store")
     if not isinstance(store_doc, dict):

@@ -160,6 +160,7 @@ class SdiasDevice:
         self.faults_file = faults_file
         self._faults_mtime: float | None = None
         self.inflight = 0
+        self.peak_inflight = 0
         self.released = False
         self.requests = 0
         self.blocks_copied = 0
@@ -202,6 +203,7 @@ class SdiasDevice:
         if fault == "busy" or self.inflight >= self.max_inflight:
             raise SclpBusy()
         self.inflight += 1
+        self.peak_inflight = max(self.peak_inflight, self.inflight)
         self.requests += 1
         try:
             if self.latency:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up vmcorefs on a Debian 12 machine (as root, or with sudo available):
+# the system packages FUSE and the tests need, a virtualenv in .venv, and the
+# package itself (with the test extra when called as "setup.sh test").
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=(fuse3 libfuse3-dev pkg-config gcc binutils)
+if [ "${1:-}" = test ]; then
+    want+=(gdb-multiarch zstd elfutils)
+fi
+missing=()
+for p in "${want[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv python3-dev >/dev/null
+        "$python" -m venv .venv
+    fi
+fi
+extra=""
+[ "${1:-}" = test ] && extra="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
+    | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
+.venv/bin/python -c "import pyfuse3, trio, elftools" || { echo "setup: the Python packages did not install" >&2; exit 1; }

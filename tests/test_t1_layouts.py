@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: MIT
+"""Byte layouts and the checksum against the reference document."""
+
+import pytest
+
+from vmcorefs.layouts import (DF_S390_HDR, ELF64_EHDR, ELF64_PHDR, ELF_FPREGSET, ELF_PRPSINFO, ELF_PRSTATUS,
+                              OS_INFO, OS_INFO_ENTRY, SAVE_AREA, Layout, cksm, note)
+
+
+@pytest.mark.parametrize("data,expected", [
+    ("", 0), ("00000001", 1), ("ffffffff00000001", 1), ("01", 0x01000000),
+    ("123456789abcdef0", 0xACF13568),
+])
+def test_cksm_reference_examples(data, expected):
+    assert cksm(bytes.fromhex(data)) == expected
+
+
+def test_cksm_end_around_carry_matches_sequential_definition():
+    import random
+    rng = random.Random(1)
+    for n in (3, 4, 5, 4096, 10001):
+        data = rng.randbytes(n)
+        padded = data + bytes(-n % 4)
+        s = 0
+        for i in range(0, len(padded), 4):
+            s += int.from_bytes(padded[i:i + 4], "big")
+            if s >> 32:
+                s = (s & 0xFFFFFFFF) + 1
+        assert cksm(data) == s
+
+
+@pytest.mark.parametrize("layout,size,fields", [
+    (SAVE_AREA, 512, {"fprs": 0x0, "gprs": 0x80, "psw": 0x100, "prefix": 0x118, "fpc": 0x11C, "todpreg": 0x124,
+                      "timer": 0x128, "todcmp": 0x130, "acrs": 0x140, "ctrs": 0x180}),
+    (OS_INFO, 0x20, {"magic": 0, "csum": 8, "version_major": 0xC, "version_minor": 0xE,
+                     "crashkernel_addr": 0x10, "crashkernel_size": 0x18}),
+    (OS_INFO_ENTRY, 20, {"addr": 0, "size": 8, "csum": 16}),
+    (ELF64_EHDR, 64, {"e_phoff": 0x20, "e_phnum": 0x38}),
+    (ELF64_PHDR, 56, {"p_offset": 8, "p_filesz": 0x20, "p_align": 0x30}),
+    (ELF_PRSTATUS, 336, {"pr_pid": 32, "psw": 112, "gprs": 128, "acrs": 256, "orig_gpr2": 320}),
+    (ELF_PRPSINFO, 136, {"pr_sname": 1, "pr_fname": 40, "pr_psargs": 56}),
+    (ELF_FPREGSET, 136, {"fpc": 0, "fprs": 8}),
+    (DF_S390_HDR, 4096, {"magic": 0, "version": 8, "mem_size": 0x18, "tod": 0x38, "arch": 0x48,
+                         "mem_size_real": 0x54, "cpu_cnt": 0x5D, "real_cpu_cnt": 0x5F, "lc_vec": 0x800}),
+])
+def test_layout_sizes_and_offsets(layout, size, fields):
+    assert layout.size == size
+    for name, off in fields.items():
+        assert layout.offset(name) == off, name
+
+
+def test_layout_round_trip_and_overlap_detection():
+    data = SAVE_AREA.pack(prefix=0x1234000, psw=(1, 2), todcmp=b"\x00\x01\x02\x03\x04\x05\x06\x07")
+    assert data[0x118:0x11C] == bytes.fromhex("01234000")
+    back = SAVE_AREA.unpack(data)
+    assert back["prefix"] == 0x1234000 and back["psw"] == (1, 2) and back["gprs"] == (0,) * 16
+    with pytest.raises(ValueError):
+        Layout("bad", 8, [(0, "a", "Q"), (4, "b", "I")])
+
+
+def test_note_padding():
+    n = note(b"VMCOREINFO", 0, b"abcde")
+    assert n[:12] == bytes.fromhex("0000000b 00000005 00000000")
+    assert n[12:24] == b"VMCOREINFO\0\0" and n[24:] == b"abcde\0\0\0"

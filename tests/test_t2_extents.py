@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: MIT
+"""Extent maps, overlay stores and the kdump swap on tiny inputs with exact bytes."""
+
+import pytest
+import trio
+from hypothesis import given, settings, strategies as st
+
+from vmcorefs.errors import InputError, MemoryReadError
+from vmcorefs.machine import Cpu, Machine, OldMemory, merge_ranges
+from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, RawFileStore, address_words
+from vmcorefs.views.extents import BytesExtent, ExtentFile, MemoryExtent, ZeroExtent
+
+
+async def _mem(addr, n):
+    return bytes((addr + i) % 251 for i in range(n))
+
+
+async def test_extent_file_exact_bytes():
+    f = ExtentFile([BytesExtent(b"HDR"), ZeroExtent(2), BytesExtent(b""), MemoryExtent(10, 4, _mem)])
+    assert f.size == 9
+    assert await f.read(0, 100) == b"HDR\0\0" + bytes([10, 11, 12, 13])
+    assert await f.read(2, 3) == b"R\0\0"
+    assert await f.read(4, 2) == b"\0\x0a"
+    assert await f.read(8, 5) == b"\x0d"
+    assert await f.read(9, 5) == b""
+    assert f.locate(5) == (2, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=20), min_size=1, max_size=6), st.integers(0, 130), st.integers(0, 130))
+def test_extent_file_equals_concatenation(parts, off, n):
+    f = ExtentFile([BytesExtent(p) for p in parts])
+    assert trio.run(f.read, off, n) == b"".join(parts)[off:off + n]
+
+
+def test_overlay_store():
+    base = BytesStore(b"abcdefghij")
+    s = OverlayStore(base, [(2, BytesStore(b"XY")), (6, BytesStore(b"Z"))])
+    assert s.read(0, 10) == b"abXYefZhij"
+    assert s.read(3, 4) == b"YefZ"
+    assert s.read(7, 3) == b"hij"
+    with pytest.raises(MemoryReadError):
+        s.read(8, 3)
+    with pytest.raises(ValueError):
+        OverlayStore(base, [(2, BytesStore(b"XY")), (3, BytesStore(b"Z"))])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.binary(min_size=1, max_size=8)), max_size=5),
+       st.integers(0, 63), st.integers(0, 64))
+def test_overlay_store_matches_naive_model(patches, off, n):
+    base = bytes(range(64))
+    placed, model = [], bytearray(base)
+    for a, data in sorted(patches):
+        if a + len(data) > 64 or any(a < b + len(d) and b < a + len(data) for b, d in placed):
+            continue
+        placed.append((a, data))
+        model[a:a + len(data)] = data
+    s = OverlayStore(BytesStore(base), [(a, BytesStore(d)) for a, d in placed])
+    n = min(n, 64 - off)
+    assert s.read(off, n) == bytes(model[off:off + n])
+
+
+def test_address_words_and_pattern():
+    assert address_words(0x1000, 16) == bytes.fromhex("0000000000001000 0000000000001008")
+    assert address_words(0x1003, 6) == bytes.fromhex("0000000000001000")[3:] + bytes.fromhex("0000000000001008")[:1]
+    assert address_words(8, 8, 0x4D454D0000000000) == bytes.fromhex("4d454d0000000008")
+    assert PatternStore(64).read(16, 16) == b"ZFCPDUMP" + (16).to_bytes(8, "big")
+
+
+def test_raw_store_truncated_image_is_an_error_not_zeros(tmp_path):
+    p = tmp_path / "img"
+    p.write_bytes(b"x" * 5000)
+    s = RawFileStore(str(p), size=8192)
+    assert s.read(0, 10) == b"x" * 10
+    with pytest.raises(MemoryReadError) as exc:
+        s.read(4096, 4096)
+    assert exc.value.address == 5000
+    with pytest.raises(InputError):
+        RawFileStore(str(tmp_path / "missing"))
+
+
+def test_merge_ranges():
+    assert merge_ranges([(0, 4096), (4096, 8192), (12288, 16384)]) == [(0, 8192), (12288, 16384)]
+    for bad in ([(0, 100)], [(4096, 4096)], [(8192, 12288), (0, 4096)], [(0, 8192), (4096, 12288)]):
+        with pytest.raises(InputError):
+            merge_ranges(bad)
+
+
+def swap_model(addr, base, size):
+    if addr < size:
+        return addr + base
+    if base <= addr < base + size:
+        return addr - base
+    return addr
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 6), st.integers(0, 63), st.integers(1, 20))
+def test_kdump_swap_matches_naive_model(size_pages, extra_pages, start_page, npages):
+    page = 4096
+    size = size_pages * page
+    base = size + extra_pages * page
+    total = 64 * page
+    if base + size > total:
+        return
+    real = bytes(address_words(0, total))
+    machine = Machine(memory=[(0, total)], real=BytesStore(real), environment="kdump", cpus=[Cpu(0)],
+                      oldmem=(base, size))
+    old = OldMemory(machine, (base, size), None)
+    start = start_page * page + 5
+    n = min(npages * page, total - start)
+    expected = b"".join(real[swap_model(a, base, size):swap_model(a, base, size) + 1] for a in range(start, start + n))
+    assert trio.run(old.read, start, n) == expected

@@ -116,6 +116,29 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         store = demo_store(end, seed=_int(store_doc, "seed", f"{where}: [store]", default=0))
     else:
         raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
+    patches = store_doc.get("patch", [])
+    if patches:
+        # bytes laid over the store at real addresses (test corruption, fix-ups)
+        if not isinstance(patches, list):
+            raise InputError(f"{where}: [[store.patch]] must be a list of {{ address, data }}")
+        items = []
+        for i, p in enumerate(patches):
+            pw = f"{where}: store.patch[{i}]"
+            addr = _int(p, "address", pw)
+            data = p.get("data")
+            if not isinstance(data, str):
+                raise InputError(f"{pw}: data must be a hex string")
+            try:
+                raw_patch = bytes.fromhex(re.sub(r"\s+", "", data))
+            except ValueError:
+                raise InputError(f"{pw}: data is not valid hex") from None
+            if addr + len(raw_patch) > store.size:
+                raise InputError(f"{pw} lies beyond the store ({store.size:#x} bytes)")
+            items.append((addr, BytesStore(raw_patch, "patch")))
+        try:
+            store = OverlayStore(store, items)
+        except ValueError as exc:
+            raise InputError(f"{where}: store patches overlap: {exc}") from None
 
     cpus_doc = doc.get("cpu")
     if not isinstance(cpus_doc, list) or not cpus_doc:

@@ -146,7 +146,12 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.open_files[fh] = node.obj
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        # direct I/O: every read reaches the daemon with the reader's own range,
+        # so an unreadable page fails exactly the reads that need it (a kernel
+        # readahead request spanning it would fail innocent neighbours, and a
+        # short reply would shrink the file), and nothing stale is served from
+        # the page cache after the HSA is released.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True)
 
     async def read(self, fh, off, size):
         f = self.open_files.get(fh)

@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: MIT
+"""
+Faults on a mounted machine: SCLP errors and a truncated store give EIO for
+exactly the reads that need the broken pages, never zeros; the daemon keeps
+serving the other reads and recovers when the fault goes away. SIGTERM and
+SIGINT unmount cleanly.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import struct
+import time
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from conftest import Mount, require_fuse, run_vmcorefs
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def faulty_machine(tmp_path):
+    rng = random.Random(9)
+    image = bytearray(rng.randbytes(40 * MIB))
+    (tmp_path / "mem.raw").write_bytes(image)
+    sa = bytearray(512)
+    struct.pack_into(">I", sa, 0x118, 0x20000)
+    (tmp_path / "cpu.bin").write_bytes(bytes(sa))
+    run_vmcorefs("emulate", tmp_path / "mem.raw", "-o", tmp_path / "m.toml", "--save-areas", tmp_path / "cpu.bin",
+                 "--hsa-size", "32M")
+    text = (tmp_path / "m.toml").read_text()
+    text = text.replace("[hsa]\n", '[hsa]\nfaults_file = "faults.toml"\nreader_timeout_ms = 100\n'
+                                   'reader_busy_delay_us = 0\n')
+    (tmp_path / "m.toml").write_text(text)
+    old = bytearray(image)
+    old[0x1200:0x1400] = sa
+    return tmp_path, bytes(old)
+
+
+def load_offset(path) -> int:
+    with open(path, "rb") as f:
+        return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
+
+
+def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounter):
+    d, old = faulty_machine
+    m = mounter(d / "m.toml")
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]
+        for kind in ("error", "timeout", "short", "wrong_count", "busy"):
+            (d / "faults.toml").write_text(f'[[fault]]\nkind = "{kind}"\nfirst_page = 16\nlast_page = 16\n')
+            time.sleep(0.02)  # a new mtime
+            with pytest.raises(OSError) as exc:
+                os.pread(fd, 4096, base + 16 * 4096)
+            assert exc.value.errno == errno.EIO, kind
+            with pytest.raises(OSError):
+                os.pread(fd, 3 * 4096, base + 15 * 4096)  # a read that needs page 16
+            # neighbours, other HSA pages and real memory above the HSA still work
+            assert os.pread(fd, 4096, base + 15 * 4096) == old[15 * 4096:16 * 4096], kind
+            assert os.pread(fd, 4096, base + 17 * 4096) == old[17 * 4096:18 * 4096], kind
+            assert os.pread(fd, 4096, base + 33 * MIB) == old[33 * MIB:33 * MIB + 4096], kind
+        (d / "faults.toml").unlink()
+        time.sleep(0.02)
+        assert os.pread(fd, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]  # recovered
+        # transient busy is retried and succeeds
+        (d / "faults.toml").write_text('[[fault]]\nkind = "busy"\ntimes = 20\n')
+        time.sleep(0.02)
+        assert os.pread(fd, 4096, base) == old[:4096]
+    finally:
+        os.close(fd)
+    err = m.unmount()
+    assert err == "" or "Traceback" not in err
+
+
+def test_truncated_image_gives_eio_beyond_the_end(faulty_machine, mounter):
+    d, old = faulty_machine
+    os.truncate(d / "mem.raw", 36 * MIB + 100)
+    m = mounter(d / "m.toml")
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, base + 35 * MIB) == old[35 * MIB:35 * MIB + 4096]
+        with pytest.raises(OSError) as exc:
+            os.pread(fd, 4096, base + 36 * MIB)
+        assert exc.value.errno == errno.EIO
+        with pytest.raises(OSError):
+            os.pread(fd, 8192, base + 38 * MIB)
+        assert os.pread(fd, 4096, base + 34 * MIB) == old[34 * MIB:34 * MIB + 4096]  # still serving
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_unmount_cleanly(sig, tmp_path):
+    require_fuse()
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    m = Mount("demo", mp)
+    try:
+        fd = os.open(m.path("vmcore"), os.O_RDONLY)
+        os.pread(fd, 4096, 0)
+        os.close(fd)
+        m.proc.send_signal(sig)
+        m.proc.wait(timeout=30)
+        assert m.proc.returncode == 0, m.proc.stderr.read()
+        assert not os.path.ismount(mp)
+    finally:
+        m.cleanup()

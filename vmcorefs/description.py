@@ -25,13 +25,13 @@ from .errors import InputError
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
 from .machine import Cpu, Machine, merge_ranges
 from .sclp import SdiasDevice, load_fault_rules
-from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store
+from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "cpus_from_json", "dump_toml", "load", "machine_from_doc", "save_area_from_regs")
 
 FORMAT = 1
 DEFAULT_HSA_SIZE = 32 << 20
-STORE_TYPES = ("raw", "demo")
+STORE_TYPES = ("raw", "demo", "zero")
 
 HSA_DEVICE_KEYS = {"latency_us", "max_blocks_per_request", "max_requests_in_flight", "faults_file", "size"}
 HSA_READER_KEYS = {"reader_blocks_per_request", "reader_requests_in_flight", "reader_cache_pages",
@@ -114,6 +114,8 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
     elif stype == "demo":
         from .demo import demo_store
         store = demo_store(end, seed=_int(store_doc, "seed", f"{where}: [store]", default=0))
+    elif stype == "zero":
+        store = ZeroStore(end)  # a sparse machine: zeros but for [[store.patch]]
     else:
         raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
     patches = store_doc.get("patch", [])

@@ -165,6 +165,17 @@ class SdiasDevice:
         self.requests = 0
         self.blocks_copied = 0
 
+    async def _wait_latency(self) -> None:
+        # the event loop sleeps in whole milliseconds: wait shorter latencies
+        # out by yielding until the deadline, so 200 us stays 200 us
+        if self.latency >= 0.002:
+            await trio.sleep(self.latency)
+            return
+        deadline = trio.current_time() + self.latency
+        await trio.lowlevel.checkpoint()
+        while trio.current_time() < deadline:
+            await trio.lowlevel.checkpoint()
+
     def release(self) -> None:
         """Release the HSA: from now on copy requests fail."""
         self.released = True
@@ -206,10 +217,7 @@ class SdiasDevice:
         self.peak_inflight = max(self.peak_inflight, self.inflight)
         self.requests += 1
         try:
-            if self.latency:
-                await trio.sleep(self.latency)
-            else:
-                await trio.lowlevel.checkpoint()
+            await self._wait_latency()
             if fault == "timeout":
                 await trio.sleep_forever()
             if req.qualifier == SDIAS_EQ_SIZE:

@@ -112,3 +112,21 @@ def test_kdump_swap_matches_naive_model(size_pages, extra_pages, start_page, npa
     n = min(npages * page, total - start)
     expected = b"".join(real[swap_model(a, base, size):swap_model(a, base, size) + 1] for a in range(start, start + n))
     assert trio.run(old.read, start, n) == expected
+
+
+def test_raw_store_reads_holes_without_reading(tmp_path):
+    p = tmp_path / "sparse.raw"
+    with open(p, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(20 << 20)
+        f.write(b"D" * 8192)
+    s = RawFileStore(str(p))
+    assert s.sparse
+    assert s.read(0, 1 << 20) == bytes(1 << 20)
+    assert s.read((20 << 20) - 4096, 1 << 20) == bytes(4096) + b"D" * 8192 + bytes((1 << 20) - 12288)
+    assert s.read(40 << 20, 24 << 20) == bytes(24 << 20)
+    assert s.hole_bytes >= (1 << 20) + 4096 + (24 << 20)
+    # beyond a truncated image's end it is still an error, not zeros
+    s2 = RawFileStore(str(p), size=128 << 20)
+    with pytest.raises(MemoryReadError):
+        s2.read(64 << 20, 1 << 20)

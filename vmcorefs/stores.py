@@ -100,9 +100,33 @@ class RawFileStore(Store):
             # block device
             self.file_size = os.lseek(self.fd, 0, os.SEEK_END)
         self.size = self.file_size if size is None else size
+        self.hole_bytes = 0  # bytes served from holes (SEEK_HOLE) without reading
+        st = os.fstat(self.fd)
+        # a file with fewer allocated blocks than its size has holes
+        self.sparse = st.st_blocks * 512 < self.file_size
+
+    def _next_data(self, address: int) -> int:
+        """Return where data starts at or after *address* (file end if only a hole follows)."""
+        if address >= self.file_size:
+            return address
+        try:
+            return os.lseek(self.fd, address, os.SEEK_DATA)
+        except OSError:  # ENXIO: a hole up to the end; EINVAL: no SEEK_DATA here
+            return self.file_size if address < self.file_size else address
+
+    HOLE_CHECK = 1 << 16  # reads at least this long first ask where data is
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
+        if length >= self.HOLE_CHECK and self.sparse:
+            data_at = self._next_data(address)
+            if data_at >= address + length:
+                self.hole_bytes += length
+                return bytes(length)  # a hole: zeros without touching the disk
+            if data_at > address:
+                head = data_at - address
+                self.hole_bytes += head
+                return bytes(head) + self.read(data_at, length - head)
         try:
             data = os.pread(self.fd, length, address)
         except OSError as exc:

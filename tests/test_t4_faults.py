@@ -34,8 +34,9 @@ def faulty_machine(tmp_path):
     run_vmcorefs("emulate", tmp_path / "mem.raw", "-o", tmp_path / "m.toml", "--save-areas", tmp_path / "cpu.bin",
                  "--hsa-size", "32M")
     text = (tmp_path / "m.toml").read_text()
+    # no HSA page cache here: every read must really go to the (faulty) SCLP
     text = text.replace("[hsa]\n", '[hsa]\nfaults_file = "faults.toml"\nreader_timeout_ms = 100\n'
-                                   'reader_busy_delay_us = 0\n')
+                                   'reader_busy_delay_us = 0\nreader_cache_pages = 0\n')
     (tmp_path / "m.toml").write_text(text)
     old = bytearray(image)
     old[0x1200:0x1400] = sa

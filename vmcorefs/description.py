@@ -185,7 +185,8 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         hsa_options = {
             "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=256, minimum=1),
             "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=8, minimum=1),
-            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=0),
+            # the HSA never changes: keep what was read (up to 64 MiB) until released
+            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=min(hsa_size, 64 << 20) // 4096),
             "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
             "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
         }

@@ -151,3 +151,21 @@ def test_bad_input_corpus(bad, tmp_path):
         if cmd[0] == "check":
             assert res.returncode == 2
     assert not os.path.ismount(mp)
+
+
+def test_tree_is_fixed_and_only_hsa_takes_writes(mounter):
+    import errno
+    import stat as stat_
+    m = mounter("demo")  # stand-alone: /zcore/hsa is writable, so the mount is not "ro"
+    for action in (lambda: (m.mountpoint / "new").mkdir(), lambda: (m.mountpoint / "new").touch(),
+                   lambda: os.unlink(m.path("vmcore")), lambda: os.rename(m.path("vmcore"), m.path("x")),
+                   lambda: os.rmdir(m.path("meminfo")), lambda: os.symlink("vmcore", m.path("link")),
+                   lambda: os.truncate(m.path("vmcore"), 0), lambda: os.chmod(m.path("vmcore"), 0o666)):
+        with pytest.raises(OSError) as exc:
+            action()
+        assert exc.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM), exc.value
+    with pytest.raises(OSError) as exc:
+        os.open(m.path("vmcore"), os.O_WRONLY)
+    assert exc.value.errno in (errno.EACCES, errno.EROFS)
+    modes = {p: stat_.S_IMODE(os.stat(m.path(p)).st_mode) for p in ("vmcore", "zcore/mem", "zcore/hsa")}
+    assert modes == {"vmcore": 0o400, "zcore/mem": 0o400, "zcore/hsa": 0o600}

@@ -11,17 +11,22 @@ the neutral model every view is built from (zgetdump's ``dfi`` side):
 - the exported memory ranges (kdump: detected memory minus the crashkernel);
 - old memory access (:class:`~vmcorefs.machine.OldMemory`);
 - the CPUs' save areas, boot CPU first (its registers from old absolute
-  0x1200, the others' from SIGP STORE STATUS), and vector registers;
-- VMCOREINFO, the re-IPL block and the os_info report.
+  0x1200, the others' from SIGP STORE STATUS; from a dump file each one as
+  the file gives it), and vector registers;
+- VMCOREINFO, the re-IPL block and the os_info report;
+- the time of the dump (a TOD clock value, taken once) and the HSA release
+  that zcore's ``hsa`` file offers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
-from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
+from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
 from .machine import Machine, OldMemory
 from .osinfo import OsInfoReport, analyse
 from .sclp import HsaReader
@@ -63,6 +68,8 @@ class Dump:
     report: OsInfoReport
     swap: tuple[int, int] | None
     hsa: HsaReader | None
+    tod: int  # TOD clock of the dump: the dump file's, else when it was opened
+    on_change: list[Callable[[], Awaitable[None]]]  # awaited after the HSA was released
 
     @classmethod
     async def open(cls, machine: Machine, mode: str = "auto") -> "Dump":
@@ -79,6 +86,9 @@ class Dump:
         self = cls()
         self.machine = machine
         self.hsa = None
+        self.on_change = []
+        header = machine.source_header or {}
+        self.tod = header.get("tod") or tod_from_unix(time.time_ns() // 1000)
         if machine.sclp is not None:
             self.hsa = HsaReader(machine.sclp, **machine.hsa_options)
             try:
@@ -123,7 +133,7 @@ class Dump:
         machine = self.machine
         cpus = []
         for i, cpu in enumerate(machine.cpus):
-            if i == 0:
+            if i == 0 and machine.boot_registers_in_old_memory:
                 try:
                     sa = await self.oldmem.read(SAVE_AREA_OFFSET, SAVE_AREA.size)
                 except MemoryReadError as exc:
@@ -147,6 +157,21 @@ class Dump:
     async def read(self, address: int, length: int) -> bytes:
         """Return old memory (the crashed kernel's) at *address*."""
         return await self.oldmem.read(address, length)
+
+    async def release_hsa(self) -> None:
+        """
+        Release the HSA, as writing 0 to zcore's ``hsa`` file does: from now
+        on every read that needs it fails; then await the *on_change* callbacks.
+
+        :raises InputError: there is no HSA (kdump, dump file)
+        """
+        if self.hsa is None or self.machine.sclp is None:
+            raise InputError("there is no HSA to release")
+        self.hsa.release()
+        self.machine.sclp.release()
+        log.info("HSA released: old memory below %#x can no longer be read", self.machine.hsa_size)
+        for callback in list(self.on_change):
+            await callback()
 
 
 def _subtract(ranges: list[tuple[int, int]], cut_start: int, cut_end: int) -> list[tuple[int, int]]:

@@ -90,7 +90,7 @@ class Operations(pyfuse3.Operations):
         else:
             mode = self.file_mode
             if obj.write is not None:
-                mode |= 0o200 & (self.file_mode << 1)  # owner-writable where readable
+                mode |= (self.file_mode >> 1) & 0o200  # owner-writable where owner-readable
             a.st_mode = stat.S_IFREG | mode
             a.st_nlink = 1
             a.st_size = obj.size
@@ -197,4 +197,36 @@ class Operations(pyfuse3.Operations):
         return st
 
     async def setattr(self, inode, attr, fields, fh, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    # The tree is fixed: nothing is created, removed, renamed or linked, also
+    # when the mount is not "ro" (a stand-alone dump's /zcore/hsa takes writes).
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def unlink(self, parent_inode, name, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rmdir(self, parent_inode, name, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def setxattr(self, inode, name, value, ctx):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def removexattr(self, inode, name, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)

@@ -20,14 +20,27 @@ import struct
 from typing import Any
 
 __all__ = (
+    "DF_S390_ARCH_64",
+    "DF_S390_CPU_MAX",
+    "DF_S390_EM",
+    "DF_S390_END_MARKER",
     "DF_S390_HDR",
+    "DF_S390_HDR_SIZE",
     "DF_S390_MAGIC",
+    "DF_S390_MAGIC_EXT",
+    "DF_S390_VERSION",
     "ELF64_EHDR",
     "ELF64_NHDR",
     "ELF64_PHDR",
+    "ELF64_SHDR",
     "ELF_FPREGSET",
     "ELF_PRPSINFO",
     "ELF_PRSTATUS",
+    "ELFCLASS64",
+    "ELFDATA2MSB",
+    "ELFMAG",
+    "EI_CLASS",
+    "EI_DATA",
     "EM",
     "Layout",
     "LC",
@@ -38,12 +51,17 @@ __all__ = (
     "PAGE_SIZE",
     "PARMAREA",
     "PT",
+    "PN_XNUM",
+    "S390_NOTE_DESC",
     "SAVE_AREA",
     "SAVE_AREA_OFFSET",
+    "VX_SAVE_AREA",
     "VX_SAVE_AREA_SIZE",
     "cksm",
     "note",
     "page_align",
+    "tod_from_unix",
+    "unix_from_tod",
 )
 
 PAGE_SIZE = 4096
@@ -277,6 +295,43 @@ ELF_FPREGSET = Layout("elf_fpregset", 136, [
     (8, "fprs", "16Q"),
 ])
 
+# Elf64_Shdr: only read for e_phnum == PN_XNUM (the real count is section 0's sh_info)
+ELF64_SHDR = Layout("Elf64_Shdr", 64, [
+    (0x00, "sh_name", "I"),
+    (0x04, "sh_type", "I"),
+    (0x08, "sh_flags", "Q"),
+    (0x10, "sh_addr", "Q"),
+    (0x18, "sh_offset", "Q"),
+    (0x20, "sh_size", "Q"),
+    (0x28, "sh_link", "I"),
+    (0x2C, "sh_info", "I"),
+    (0x30, "sh_addralign", "Q"),
+    (0x38, "sh_entsize", "Q"),
+])
+ELFMAG = b"\x7fELF"
+EI_CLASS, EI_DATA = 4, 5
+ELFCLASS64, ELFDATA2MSB = 2, 2
+PN_XNUM = 0xFFFF
+
+# Descriptors of the s390 register notes (arch/s390/kernel/crash_dump.c;
+# QEMU target/s390x/arch_dump.c writes the same, except as noted in
+# vmcorefs.sources.elfnotes). NT_S390_TODPREG has 8 bytes on some kernels:
+# the register is the first 4.
+S390_NOTE_DESC = {
+    NT.S390_TIMER: Layout("s390_timer", 8, [(0, "timer", "Q")]),
+    NT.S390_TODCMP: Layout("s390_todcmp", 8, [(0, "todcmp", "Q")]),
+    NT.S390_TODPREG: Layout("s390_todpreg", 4, [(0, "todpreg", "I")]),
+    NT.S390_CTRS: Layout("s390_ctrs", 128, [(0, "ctrs", "16Q")]),
+    NT.S390_PREFIX: Layout("s390_prefix", 4, [(0, "prefix", "I")]),
+    NT.S390_VXRS_LOW: Layout("s390_vxrs_low", 128, [(0, "vxrs_low", "16Q")]),  # low halves of V0..V15
+    NT.S390_VXRS_HIGH: Layout("s390_vxrs_high", 256, [(0, "vxrs_high", "32Q")]),  # V16..V31
+}
+
+# The vector registers V0..V31 as SIGP STORE ADDITIONAL STATUS stores them:
+# 16 bytes each, as 64 doublewords (V0 high, V0 low, V1 high, ...); the high
+# halves of V0..V15 are the floating point registers.
+VX_SAVE_AREA = Layout("vx_save_area", 512, [(0, "vrs", "64Q")])
+
 
 def note(name: bytes, n_type: int, desc: bytes) -> bytes:
     """Return one ELF note: header, NUL-terminated name and descriptor, each padded to 4."""
@@ -291,8 +346,10 @@ def note(name: bytes, n_type: int, desc: bytes) -> bytes:
 # s390 dump format (s390-tools zdump/df_s390.h)
 
 DF_S390_MAGIC = 0xA8190173618F23FD
+DF_S390_MAGIC_EXT = 0xA8190173618F23FE  # the extended (segmented) format of newer zipl dumpers
 DF_S390_HDR_SIZE = 0x1000
 DF_S390_CPU_MAX = 512
+DF_S390_VERSION = 5  # what the kernel's zcore wrote: the header has lc_vec
 DF_S390_HDR = Layout("df_s390_hdr", DF_S390_HDR_SIZE, [
     (0x00, "magic", "Q"),
     (0x08, "version", "I"),
@@ -316,6 +373,26 @@ DF_S390_HDR = Layout("df_s390_hdr", DF_S390_HDR_SIZE, [
 ])
 DF_S390_END_MARKER = b"DUMP_END"
 DF_S390_ARCH_64 = 2
+
+# The end marker after the memory of a dump written by zipl's dumpers or
+# zgetdump (struct df_s390_em): "DUMP_END" and the TOD clock at the end.
+DF_S390_EM = Layout("df_s390_em", 16, [
+    (0x0, "str", "8s"),
+    (0x8, "tod", "Q"),
+])
+
+# TOD clock value of the Unix epoch: TOD = TOD_UNIX_EPOCH + (microseconds << 12)
+TOD_UNIX_EPOCH = 0x7D91048BCA000000
+
+
+def tod_from_unix(microseconds: int) -> int:
+    """Return the s390 TOD clock value of a Unix time in microseconds."""
+    return (TOD_UNIX_EPOCH + (microseconds << 12)) & ((1 << 64) - 1)
+
+
+def unix_from_tod(tod: int) -> int:
+    """Return the Unix time in microseconds of an s390 TOD clock value."""
+    return (tod - TOD_UNIX_EPOCH) >> 12
 
 
 # --------------------------------------------------------------------------

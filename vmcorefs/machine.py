@@ -19,6 +19,12 @@ what is running on it now:
 ``kdump``
     the crashed kernel started its capture kernel: ``[0, S)`` and the
     crashkernel region ``[B, B+S)`` were swapped, the capture kernel runs at 0.
+``file``
+    nothing runs: the machine is a dump file a dump tool already wrote (the
+    s390 dump format, :mod:`vmcorefs.sources.s390dump`). Its store *is* the
+    old memory, as is: no HSA, no swap. Every CPU's save area is given, the
+    boot CPU's too (the dump tool stored each at its prefix + 0x1200, where
+    the file's header points), so nothing is read from old absolute 0x1200.
 
 :class:`OldMemory` reads the *old* (crashed kernel's) memory at any address:
 through the swap rules in kdump, through the HSA below ``hsa_size`` in a
@@ -39,7 +45,7 @@ __all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges")
 
 log = logging.getLogger(__name__)
 
-ENVIRONMENTS = ("standalone", "kdump")
+ENVIRONMENTS = ("standalone", "kdump", "file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Cpu:
     :param address: CPU address
     :param save_area: the 512-byte store-status save area SIGP STORE STATUS
         gives for this CPU; None for the boot CPU, whose registers are in old
-        memory at absolute 0x1200
+        memory at absolute 0x1200 (environment ``file``: always given)
     :param vector: the 512 bytes of vector registers V0..V31 (SIGP STORE
         ADDITIONAL STATUS), or None for zeros
     """
@@ -94,19 +100,22 @@ class Machine:
 
     :param memory: detected memory ranges ``(start, end)``, sorted
     :param real: real memory at dump time
-    :param environment: ``standalone`` or ``kdump`` (see the module docs)
+    :param environment: ``standalone``, ``kdump`` or ``file`` (see the module docs)
     :param cpus: boot CPU first
     :param vector: the machine has the vector facility
     :param sclp: the SCLP device with the HSA (stand-alone only)
     :param oldmem: kdump only: the crashkernel ``(base, size)`` the capture
         kernel was given; None: read it from the capture kernel's parmarea
     :param hsa_options: keyword arguments for :class:`HsaReader`
+    :param source_header: environment ``file``: the fields of the dump
+        file's header (``DF_S390_HDR``), which views that write the same
+        format again keep (dump time, CPU id, real memory size, CPU count)
     """
 
     def __init__(self, *, memory: list[tuple[int, int]], real: Store, environment: str,
                  cpus: list[Cpu], vector: bool = False, sclp: SdiasDevice | None = None,
                  oldmem: tuple[int, int] | None = None, hsa_options: dict | None = None,
-                 name: str = "machine") -> None:
+                 name: str = "machine", source_header: dict | None = None) -> None:
         if environment not in ENVIRONMENTS:
             raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
         self.memory = merge_ranges(memory)
@@ -129,6 +138,12 @@ class Machine:
         if environment == "kdump" and cpus[0].save_area is not None:
             raise InputError("in a kdump environment the boot CPU's registers are in old memory at 0x1200; "
                              "give no save_area for the first CPU")
+        if environment == "file":
+            if sclp is not None or oldmem is not None:
+                raise InputError("a dump file is old memory as is: it has no HSA and no crashkernel swap")
+            missing = [c.address for c in cpus if c.save_area is None]
+            if missing:
+                raise InputError(f"a dump file gives every CPU's save area; CPU {missing[0]} has none")
         self.real = real
         self.environment = environment
         self.cpus = list(cpus)
@@ -137,6 +152,7 @@ class Machine:
         self.oldmem = oldmem
         self.hsa_options = dict(hsa_options or {})
         self.name = name
+        self.source_header = dict(source_header) if source_header is not None else None
 
     @property
     def memory_end(self) -> int:
@@ -149,6 +165,11 @@ class Machine:
     @property
     def hsa_size(self) -> int:
         return self.sclp.pages * PAGE_SIZE if self.sclp else 0
+
+    @property
+    def boot_registers_in_old_memory(self) -> bool:
+        """Whether the boot CPU's registers are read from old absolute 0x1200 (not given)."""
+        return self.environment != "file"
 
     def contains(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` lies in detected memory."""

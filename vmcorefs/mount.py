@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def open_source(source: str) -> Machine:
-    """Return the machine *source* names: ``demo`` or a machine description."""
+    """
+    Return the machine *source* names: ``demo``, an s390 dump file (told by
+    its magic) or a machine description.
+    """
     if source == "demo":
         from .demo import demo_machine
         return demo_machine()
@@ -41,6 +44,18 @@ def open_source(source: str) -> Machine:
         raise InputError(f"{source}: no such file")
     if os.path.isdir(source):
         raise InputError(f"{source} is a directory, not a machine description")
+    from .sources.s390dump import is_s390_dump, open_s390_dump
+    if is_s390_dump(source):
+        return open_s390_dump(source)
+    try:
+        with open(source, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+    if b"\0" in head:
+        from .layouts import DF_S390_MAGIC
+        raise InputError(f"{source} is not a vmcorefs machine description (TOML) and not an s390 dump "
+                         f"(no magic {DF_S390_MAGIC:#018x} at offset 0)")
     from .description import load
     return load(source)
 
@@ -61,8 +76,12 @@ def check_mountpoint(mountpoint: str) -> None:
         raise InputError(f"{mountpoint} is already a mount point: run 'vmcorefs umount {mountpoint}' first")
 
 
-def _fuse_options(allow_other: bool, extra: list[str]) -> set[str]:
-    opts = {"fsname=vmcorefs", "subtype=vmcorefs", "default_permissions", "ro"}
+def _fuse_options(allow_other: bool, extra: list[str], writable: bool = False) -> set[str]:
+    # read-only unless a file takes writes (the stand-alone /zcore/hsa): the
+    # kernel would refuse those with EROFS; every other file refuses on open
+    opts = {"fsname=vmcorefs", "subtype=vmcorefs", "default_permissions"}
+    if not writable:
+        opts.add("ro")
     if allow_other:
         opts.add("allow_other")
     opts.update(extra)
@@ -76,6 +95,38 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
     from .dump import Dump
     from .fs import Operations
     from .views.root import build_tree
+    from .views.tree import Directory, File
+
+    def files(node: Directory) -> list[File]:
+        out: list[File] = []
+        for child in node.children:
+            out += files(child) if isinstance(child, Directory) else [child]
+        return out
+
+    async def refresh_kernel_cache() -> None:
+        # The dump changed (HSA released): give the files' new sizes and let
+        # the kernel forget what it cached, so reads come here again. From
+        # threads, as the kernel may wait for page locks of reads we serve;
+        # the written file last and not waited for long: its page stays
+        # locked until its write is answered.
+        settled, written = [], []
+        for inode, node in ops.nodes.items():
+            if isinstance(node.obj, File):
+                node.attr.st_size = node.obj.size
+                node.attr.st_blocks = (node.obj.size + 511) // 512
+                (written if node.obj.write is not None else settled).append(inode)
+
+        def invalidate(inodes: list[int]) -> None:
+            for inode in inodes:
+                try:
+                    pyfuse3.invalidate_inode(inode)
+                except OSError:
+                    pass  # the kernel never looked it up
+
+        with trio.move_on_after(10):
+            await trio.to_thread.run_sync(invalidate, settled, abandon_on_cancel=True)
+        with trio.move_on_after(0.1):
+            await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
 
     try:
         machine = open_source(source)
@@ -84,7 +135,8 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         allow_other = options.get("allow_other", False)
         ops = Operations(tree, file_mode=0o444 if allow_other else 0o400,
                          dir_mode=0o555 if allow_other else 0o500)
-        fuse_opts = _fuse_options(allow_other, options.get("fuse", []))
+        writable = any(f.write is not None for f in files(tree))
+        fuse_opts = _fuse_options(allow_other, options.get("fuse", []), writable)
         try:
             pyfuse3.init(ops, mountpoint, fuse_opts)
         except RuntimeError as exc:
@@ -93,6 +145,7 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         ready(str(exc))
         return 1
     log.info("mounted %s on %s: %s mode, /vmcore %d bytes", source, mountpoint, dump.mode, tree.find("vmcore").size)
+    dump.on_change.append(refresh_kernel_cache)
     ready(None)
     try:
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,7 @@ directory, made to be browsed with ls, cat and grep:
 
 =================  =========================================================
 ``summary``        mode and why, memory, CPUs, crashkernel, os_info, entries
+                   (recomputed at every read: it tells an HSA release)
 ``checks``         every check of the kdump decision, OK or BAD
 ``memory_map``     detected, exported and HSA ranges, one per line
 ``os_info``        the raw os_info page (4096 bytes), if there is one
@@ -19,11 +20,42 @@ directory, made to be browsed with ls, cat and grep:
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
-from .tree import Directory, text_file
+from .tree import Directory, File, text_file
 
-__all__ = ("build_meminfo", "cpu_text", "summary_text")
+__all__ = ("LiveText", "build_meminfo", "cpu_text", "summary_text")
+
+ENVIRONMENT_NOTES = {
+    "standalone": " (HSA behind SCLP)",
+    "kdump": " (capture kernel running)",
+    "file": " (a dump file: old memory as stored)",
+}
+
+
+class LiveText:
+    """
+    File contents made by *text* at every read and every size query, for
+    the few files that change while mounted (the HSA release). Used as a
+    :class:`~vmcorefs.views.tree.File`'s content like an extent map.
+    """
+
+    def __init__(self, text: Callable[[], str | bytes]) -> None:
+        self.text = text
+
+    def _data(self) -> bytes:
+        data = self.text()
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def size(self) -> int:
+        return len(self._data())
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* of the current text."""
+        return self._data()[offset:offset + length]
 
 
 def _size(n: int) -> str:
@@ -37,11 +69,13 @@ def _ranges(ranges: list[tuple[int, int]]) -> list[str]:
     return [f"  {s:#018x}-{e - 1:#018x}  {_size(e - s)}" for s, e in ranges]
 
 
-def cpu_text(cpu: CpuState, number: int | None, boot: bool) -> str:
-    """Return the decoded registers of one CPU."""
+def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None = None) -> str:
+    """Return the decoded registers of one CPU (*source*: where they came from, if not the usual)."""
     r = SAVE_AREA.unpack(cpu.save_area)
+    if source is None:
+        source = "registers from old absolute 0x1200" if boot else "SIGP STORE STATUS"
     lines = [f"cpu_address: {cpu.address}",
-             f"role: {'boot CPU (registers from old absolute 0x1200)' if boot else 'SIGP STORE STATUS'}",
+             f"role: boot CPU ({source})" if boot else f"role: {source}",
              f"dumped: {'yes, note #' + str(number) if number else 'no (prefix 0)'}",
              f"prefix: {r['prefix']:#010x}",
              f"psw: {r['psw'][0]:016x} {r['psw'][1]:016x}",
@@ -63,7 +97,7 @@ def summary_text(dump: Dump) -> str:
     """Return the human-readable summary."""
     m, rep = dump.machine, dump.report
     out = [f"machine: {m.name}",
-           f"environment: {m.environment}" + (" (HSA behind SCLP)" if m.sclp else " (capture kernel running)"),
+           f"environment: {m.environment}" + ENVIRONMENT_NOTES.get(m.environment, ""),
            f"mode: {dump.mode}",
            f"why: {dump.why}",
            f"memory: {_size(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"]
@@ -116,7 +150,7 @@ def build_meminfo(dump: Dump) -> Directory:
     """Return the /meminfo directory of *dump*."""
     rep = dump.report
     d = Directory("meminfo")
-    d.add(text_file("summary", summary_text(dump)))
+    d.add(File("summary", LiveText(lambda: summary_text(dump))))
     d.add(text_file("checks", "".join(c.line() + "\n" for c in rep.checks)))
     mm = [f"detected {s:#018x} {e - s:#018x}" for s, e in dump.machine.memory]
     mm += [f"exported {s:#018x} {e - s:#018x}" for s, e in dump.ranges]
@@ -133,7 +167,8 @@ def build_meminfo(dump: Dump) -> Directory:
         d.add(text_file("reipl_block", rep.reipl_block))
     cpus = Directory("cpus")
     numbers = {id(c): i + 1 for i, c in enumerate(dump.cpus)}
+    source = None if dump.machine.boot_registers_in_old_memory else "registers from its lowcore in the dump file"
     for i, c in enumerate(dump.all_cpus):
-        cpus.add(text_file(f"cpu{c.address}", cpu_text(c, numbers.get(id(c)), i == 0)))
+        cpus.add(text_file(f"cpu{c.address}", cpu_text(c, numbers.get(id(c)), i == 0, source)))
     d.add(cpus)
     return d

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """
 The ``vmcorefs.views.root`` module assembles the whole mounted tree of a
-dump: ``/vmcore`` and ``/meminfo/`` (``/zcore/`` joins them when built).
+dump: ``/vmcore``, ``/meminfo/`` and ``/zcore/``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from ..dump import Dump
 from .meminfo import build_meminfo
 from .tree import Directory, File
 from .vmcore import build_vmcore
+from .zcore import build_zcore
 
 __all__ = ("build_tree",)
 
@@ -20,4 +21,5 @@ def build_tree(dump: Dump) -> Directory:
     vmcore, _layout = build_vmcore(dump)
     root.add(File("vmcore", vmcore))
     root.add(build_meminfo(dump))
+    root.add(build_zcore(dump))
     return root

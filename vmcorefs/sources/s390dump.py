@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: MIT
+"""
+s390 dump files
+---------------
+
+The ``vmcorefs.sources.s390dump`` module opens a dump in the s390 dump
+format (s390-tools ``zdump/df_s390.h``, reference section 8), as zipl's
+stand-alone dumpers and ``zgetdump`` write it and as ``/zcore/mem`` gives
+it, as a :class:`~vmcorefs.machine.Machine` of environment ``file``: the
+file *is* the old memory, there is no HSA to go through and no swap.
+
+The file is a 4096-byte header (``DF_S390_HDR``), memory from address 0 to
+``mem_size``, flat, and optionally a 16-byte end marker (``DUMP_END`` and a
+TOD clock no older than the header's). zgetdump insists on the end marker;
+vmcorefs does not, since zcore's ``mem`` (and ``/zcore/mem``) has none, but
+if the file goes on after the memory, the marker must be there.
+
+Checked, each with a one-line :class:`~vmcorefs.errors.InputError`: the
+magic (the extended, segmented format of newer dumpers is refused), the
+version (1 to 5, those s390-tools knows), header and page size, the 64-bit
+architecture, ``mem_size`` and the CPU count. A file shorter than header +
+``mem_size`` is a truncated dump: it opens with a warning, and its missing
+part reads as an I/O error.
+
+CPUs: a version 5 header lists the lowcore (prefix) address of each dumped
+CPU in ``lc_vec``, boot CPU first; the registers are the save area at
+prefix + 0x1200 in the file, where the dump tool stored them. A CPU whose
+lowcore lies beyond the memory is left out with a warning. Versions 1 to 4
+have no such list (zgetdump ignores ``lc_vec`` there): the boot CPU's
+registers are taken from absolute 0x1200, where store status put them, and
+the other CPUs are unknown. CPU addresses are not in the format: CPUs are
+numbered from 0 in ``lc_vec`` order.
+
+Vector registers: the format has no place of its own for them. zipl's
+dumpers store them where lowcore 0x11B0 points and zgetdump looks there,
+but later kernels use that field for the machine-check extended save
+area, and the kernel's zcore never stored them: vmcorefs does not guess, a
+machine read from an s390 dump has no vector registers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import InputError, MemoryReadError
+from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END_MARKER, DF_S390_HDR,
+                       DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, PAGE_SIZE, SAVE_AREA,
+                       SAVE_AREA_OFFSET)
+from ..machine import Cpu, Machine
+from ..stores import RawFileStore, Store
+
+__all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "is_s390_dump", "open_s390_dump", "read_header")
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = range(1, 6)
+MAGIC_BYTES = (DF_S390_MAGIC.to_bytes(8, "big"), DF_S390_MAGIC_EXT.to_bytes(8, "big"))
+
+
+def is_s390_dump(path: str) -> bool:
+    """Return whether the file at *path* starts with an s390 dump magic (plain or extended)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return head in MAGIC_BYTES
+
+
+class DumpFileStore(Store):
+    """The memory of an s390 dump file: address ``a`` is at file offset ``0x1000 + a``."""
+
+    def __init__(self, path: str, mem_size: int) -> None:
+        self.file = RawFileStore(path, size=DF_S390_HDR_SIZE + mem_size)
+        self.size = mem_size
+        self.name = self.file.name
+
+    @property
+    def file_size(self) -> int:
+        return self.file.file_size
+
+    def read(self, address: int, length: int) -> bytes:
+        self._check(address, length)
+        try:
+            return self.file.read(DF_S390_HDR_SIZE + address, length)
+        except MemoryReadError as exc:
+            raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
+
+    def read_file(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at file *offset* (fewer at the end of the file)."""
+        try:
+            return os.pread(self.file.fd, length, offset)
+        except OSError as exc:
+            raise InputError(f"cannot read {self.file.path}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_header(path: str, data: bytes) -> dict:
+    """
+    Return the checked header fields of an s390 dump whose first bytes are *data*.
+
+    :raises InputError: not a supported s390 dump (one line, with the reason)
+    """
+    if len(data) < DF_S390_HDR_SIZE:
+        raise InputError(f"{path}: {len(data)} bytes are too short for an s390 dump "
+                         f"(the header alone has {DF_S390_HDR_SIZE})")
+    hdr = DF_S390_HDR.unpack(data)
+    if hdr["magic"] == DF_S390_MAGIC_EXT:
+        raise InputError(f"{path}: the extended s390 dump format (magic {DF_S390_MAGIC_EXT:#018x}) is not "
+                         "supported: convert it with 'zgetdump -f s390' first")
+    if hdr["magic"] != DF_S390_MAGIC:
+        raise InputError(f"{path}: not an s390 dump (magic {hdr['magic']:#018x}, "
+                         f"expected {DF_S390_MAGIC:#018x})")
+    if hdr["version"] not in SUPPORTED_VERSIONS:
+        raise InputError(f"{path}: s390 dump format version {hdr['version']} is not supported "
+                         f"(known: {SUPPORTED_VERSIONS.start} to {SUPPORTED_VERSIONS.stop - 1})")
+    if hdr["hdr_size"] != DF_S390_HDR_SIZE:
+        raise InputError(f"{path}: s390 dump header size {hdr['hdr_size']:#x} is not {DF_S390_HDR_SIZE:#x}")
+    if hdr["page_size"] != PAGE_SIZE:
+        raise InputError(f"{path}: s390 dump page size {hdr['page_size']} is not {PAGE_SIZE}")
+    if hdr["arch"] != DF_S390_ARCH_64:
+        what = "a 31-bit (s390) dump" if hdr["arch"] == 1 else f"architecture {hdr['arch']}"
+        raise InputError(f"{path}: {what} is not supported, only 64-bit (s390x, architecture 2)")
+    size = hdr["mem_size"]
+    if size == 0 or size % PAGE_SIZE:
+        raise InputError(f"{path}: s390 dump memory size {size:#x} is not a positive multiple of {PAGE_SIZE}")
+    if hdr["version"] >= 5 and hdr["cpu_cnt"] > DF_S390_CPU_MAX:
+        raise InputError(f"{path}: s390 dump header lists {hdr['cpu_cnt']} CPUs, "
+                         f"more than its {DF_S390_CPU_MAX} lowcore slots")
+    return hdr
+
+
+def _check_end(path: str, store: DumpFileStore, hdr: dict) -> None:
+    end = DF_S390_HDR_SIZE + hdr["mem_size"]
+    size = store.file_size
+    if size < end:
+        log.warning("%s is truncated: it ends at %#x, the dump needs %#x bytes; memory from %#x on "
+                    "reads as an I/O error", path, size, end, size - DF_S390_HDR_SIZE)
+        return
+    if size == end:
+        return  # no end marker, as zcore's mem
+    raw = store.read_file(end, DF_S390_EM.size)
+    if len(raw) < DF_S390_EM.size or not raw.startswith(DF_S390_END_MARKER):
+        raise InputError(f"{path}: {size - end} bytes follow the memory, but no end marker "
+                         f"({DF_S390_END_MARKER.decode()} at {end:#x}): not a complete s390 dump")
+    em = DF_S390_EM.unpack(raw)
+    if hdr["tod"] and em["tod"] < hdr["tod"]:
+        raise InputError(f"{path}: the end marker's time is older than the header's: not a complete s390 dump")
+
+
+def _read_cpus(path: str, store: DumpFileStore, hdr: dict) -> list[Cpu]:
+    cpus: list[Cpu] = []
+    lc_vec = hdr["lc_vec"][:hdr["cpu_cnt"]] if hdr["version"] >= 5 else ()
+    for i, prefix in enumerate(lc_vec):
+        address = prefix + SAVE_AREA_OFFSET
+        if address + SAVE_AREA.size > store.size:
+            log.warning("%s: CPU %d's lowcore at %#x lies beyond the memory; the CPU is left out", path, i, prefix)
+            continue
+        try:
+            sa = store.read(address, SAVE_AREA.size)
+        except MemoryReadError as exc:
+            log.warning("%s: cannot read CPU %d's registers at %#x (%s); the CPU is left out",
+                        path, i, address, exc.reason)
+            continue
+        if SAVE_AREA.unpack(sa)["prefix"] != prefix:
+            log.info("%s: CPU %d's lowcore at %#x holds prefix %#x", path, i, prefix, SAVE_AREA.unpack(sa)["prefix"])
+        cpus.append(Cpu(len(cpus), sa))
+    if cpus:
+        return cpus
+    # no lowcore list (versions 1-4) or none usable: the boot CPU's status at absolute 0x1200
+    try:
+        return [Cpu(0, store.read(SAVE_AREA_OFFSET, SAVE_AREA.size))]
+    except MemoryReadError as exc:
+        raise InputError(f"{path}: no CPU registers: cannot read absolute {SAVE_AREA_OFFSET:#x} "
+                         f"({exc.reason})") from exc
+
+
+def open_s390_dump(path: str) -> Machine:
+    """
+    Return the machine an s390 dump file holds (environment ``file``).
+
+    :raises InputError: not a usable s390 dump (one line, with the reason)
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(DF_S390_HDR_SIZE)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    hdr = read_header(path, data)
+    store = DumpFileStore(path, hdr["mem_size"])
+    try:
+        _check_end(path, store, hdr)
+        cpus = _read_cpus(path, store, hdr)
+        version = hdr["version"]
+        source_header = {
+            "version": version,
+            "tod": hdr["tod"],
+            "cpu_id": hdr["cpu_id"],
+            # as zgetdump: real memory size from version 3 on, real CPU count from 5 on
+            "mem_size_real": hdr["mem_size_real"] if version >= 3 else 0,
+            "real_cpu_cnt": hdr["real_cpu_cnt"] if version >= 5 else 0,
+        }
+        return Machine(memory=[(0, hdr["mem_size"])], real=store, environment="file", cpus=cpus,
+                       name=os.path.basename(path), source_header=source_header)
+    except BaseException:
+        store.close()
+        raise

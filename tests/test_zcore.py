@@ -459,7 +459,7 @@ def test_bad_dump_files_give_one_line_errors(tmp_path, case):
     if case == "version":
         assert "s390 dump format version 6 is not supported" in lines[0]
     else:
-        assert "not an s390 dump" in lines[0]
+        assert "is not a vmcorefs source" in lines[0] and "an s390 dump (magic 0xa8190173618f23fd)" in lines[0]
     assert not os.path.ismount(mp)
 
 

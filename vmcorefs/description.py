@@ -24,7 +24,7 @@ from typing import Any
 from .errors import InputError
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
 from .machine import Cpu, Machine, merge_ranges
-from .sclp import SdiasDevice, load_fault_rules
+from .sclp import SdiasDevice, load_fault_rules, reader_defaults
 from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "cpus_from_json", "dump_toml", "load", "machine_from_doc", "save_area_from_regs")
@@ -182,11 +182,13 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
             max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
             max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
             faults_file=faults_file)
+        defaults = reader_defaults(hsa_size)
         hsa_options = {
-            "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=256, minimum=1),
-            "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=8, minimum=1),
-            # the HSA never changes: keep what was read (up to 64 MiB) until released
-            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=min(hsa_size, 64 << 20) // 4096),
+            "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=defaults["max_blocks"],
+                               minimum=1),
+            "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=defaults["max_inflight"],
+                                 minimum=1),
+            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=defaults["cache_pages"]),
             "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
             "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
         }

@@ -126,6 +126,8 @@ class Dump:
         # a kdump kernel takes VMCOREINFO from os_info entry 0, a zfcpdump
         # kernel only through lowcore 0xE0C
         self.report.select_vmcoreinfo(use_os_info=self.mode == "kdump")
+        if machine.vmcoreinfo is not None:
+            self.report.vmcoreinfo, self.report.vmcoreinfo_source = machine.vmcoreinfo, "the source's VMCOREINFO note"
         await self._read_cpus()
         return self
 

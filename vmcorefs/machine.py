@@ -107,6 +107,8 @@ class Machine:
     :param oldmem: kdump only: the crashkernel ``(base, size)`` the capture
         kernel was given; None: read it from the capture kernel's parmarea
     :param hsa_options: keyword arguments for :class:`HsaReader`
+    :param vmcoreinfo: the VMCOREINFO a core file source carries (it wins
+        over what old memory points to)
     :param source_header: environment ``file``: the fields of the dump
         file's header (``DF_S390_HDR``), which views that write the same
         format again keep (dump time, CPU id, real memory size, CPU count)
@@ -115,7 +117,8 @@ class Machine:
     def __init__(self, *, memory: list[tuple[int, int]], real: Store, environment: str,
                  cpus: list[Cpu], vector: bool = False, sclp: SdiasDevice | None = None,
                  oldmem: tuple[int, int] | None = None, hsa_options: dict | None = None,
-                 name: str = "machine", source_header: dict | None = None) -> None:
+                 name: str = "machine", source_header: dict | None = None,
+                 vmcoreinfo: bytes | None = None) -> None:
         if environment not in ENVIRONMENTS:
             raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
         self.memory = merge_ranges(memory)
@@ -153,6 +156,7 @@ class Machine:
         self.hsa_options = dict(hsa_options or {})
         self.name = name
         self.source_header = dict(source_header) if source_header is not None else None
+        self.vmcoreinfo = vmcoreinfo
 
     @property
     def memory_end(self) -> int:

@@ -201,8 +201,11 @@ async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
             base, size = hdr["crashkernel_addr"], hdr["crashkernel_size"]
             if size == 0:
                 rep.add("crashkernel", False, "none reserved (size 0)")
-            elif base % PAGE_SIZE or size % PAGE_SIZE or not contains(base, size):
-                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is unaligned or outside memory")
+            elif base % PAGE_SIZE or size % PAGE_SIZE:
+                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is not page aligned")
+            elif not contains(base, size):
+                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is not in this memory (outside it, "
+                        "across a hole, or left out as a kdump vmcore does)")
             elif base < size:
                 rep.add("crashkernel", False, f"base {base:#x} below size {size:#x}: the swap would overlap")
             elif expect_crashkernel is not None and (base, size) != tuple(expect_crashkernel):

@@ -44,6 +44,7 @@ __all__ = (
     "SdiasDevice",
     "SdiasRequest",
     "SdiasResponse",
+    "reader_defaults",
 )
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,15 @@ class SdiasDevice:
             return SdiasResponse(SCLP_RC_NORMAL_COMPLETION, EVSTATE_ALL_STORED, count)
         finally:
             self.inflight -= 1
+
+
+def reader_defaults(hsa_size: int) -> dict:
+    """
+    Return vmcorefs' HSA reader settings for an HSA of *hsa_size* bytes:
+    1 MiB per request, 8 requests in flight, and the pages read kept (the
+    HSA never changes) up to 64 MiB, until it is released.
+    """
+    return {"max_blocks": 256, "max_inflight": 8, "cache_pages": min(hsa_size, 64 << 20) // PAGE_SIZE}
 
 
 class HsaReader:

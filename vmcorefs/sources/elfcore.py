@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: MIT
+"""
+ELF cores as a source
+---------------------
+
+The ``vmcorefs.sources.elfcore`` module opens an s390x ELF core file as a
+:class:`~vmcorefs.machine.Machine`: a kernel vmcore (a copy of
+``/proc/vmcore``, or vmcorefs' own ``/vmcore``) or QEMU's
+``dump-guest-memory`` output. Memory is the PT_LOAD segments by physical
+address (``p_memsz`` beyond ``p_filesz`` reads as zeros, as ELF says); the
+CPUs are the register notes (:mod:`vmcorefs.sources.elfnotes` knows both
+producers' quirks); a VMCOREINFO note is kept as the dump's VMCOREINFO.
+
+A core taken while a capture kernel ran (QEMU dumping a guest in kdump)
+is a kdump machine: its boot CPU runs the capture kernel, so the crashed
+state of that CPU comes from old memory. Any other core is old memory as
+is (environment ``file``), which makes re-exporting a kernel vmcore give the
+same /vmcore back, byte for byte.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+
+from ..errors import InputError, MemoryReadError
+from ..layouts import ELFMAG, PAGE_SIZE, PT
+from ..machine import Cpu, Machine
+from ..stores import RawFileStore, Store
+from .elfnotes import cpus_from_notes, read_elf_notes, read_program_headers
+from .raw import machine_from_memory
+
+__all__ = ("ElfMemoryStore", "is_elf", "open_elf_core")
+
+
+def is_elf(path: str) -> bool:
+    """Return whether *path* starts with the ELF magic."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ELFMAG
+    except OSError:
+        return False
+
+
+class ElfMemoryStore(Store):
+    """Physical memory of an ELF core's PT_LOAD segments; between them there is none."""
+
+    def __init__(self, path: str, loads: list[dict]) -> None:
+        self.file = RawFileStore(path)
+        self.name = os.path.basename(path)
+        self.loads = sorted(loads, key=lambda ph: ph["p_paddr"])
+        self.starts = [ph["p_paddr"] for ph in self.loads]
+        self.size = max(ph["p_paddr"] + ph["p_memsz"] for ph in self.loads)
+        for ph in self.loads:
+            if ph["p_offset"] + ph["p_filesz"] > self.file.file_size:
+                raise InputError(f"{path}: truncated: the PT_LOAD of {ph['p_paddr']:#x} ends at file offset "
+                                 f"{ph['p_offset'] + ph['p_filesz']:#x}, beyond the {self.file.file_size:#x}-byte file")
+
+    def read(self, address: int, length: int) -> bytes:
+        parts = []
+        pos, end = address, address + length
+        while pos < end:
+            i = bisect.bisect_right(self.starts, pos) - 1
+            ph = self.loads[i] if i >= 0 else None
+            if ph is None or pos >= ph["p_paddr"] + ph["p_memsz"]:
+                raise MemoryReadError(pos, f"{self.name} holds no memory there")
+            rel = pos - ph["p_paddr"]
+            n = min(end, ph["p_paddr"] + ph["p_memsz"]) - pos
+            in_file = max(0, min(n, ph["p_filesz"] - rel))
+            if in_file:
+                parts.append(self.file.read(ph["p_offset"] + rel, in_file))
+            if n > in_file:
+                parts.append(bytes(n - in_file))
+            pos += n
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_elf_core(path: str) -> Machine:
+    """Return the machine an s390x ELF core file holds."""
+    phdrs = read_program_headers(path)
+    loads = [ph for ph in phdrs if ph["p_type"] == PT.LOAD and ph["p_memsz"]]
+    if not loads:
+        raise InputError(f"{path} has no PT_LOAD segment: no memory")
+    memory = []
+    for ph in sorted(loads, key=lambda ph: ph["p_paddr"]):
+        start, end = ph["p_paddr"], ph["p_paddr"] + ph["p_memsz"]
+        if start % PAGE_SIZE or end % PAGE_SIZE:
+            raise InputError(f"{path}: the PT_LOAD of {start:#x}-{end:#x} is not page aligned")
+        memory.append((start, end))
+    notes = read_elf_notes(path, phdrs)
+    elf_cpus, _producer = cpus_from_notes(notes, path)
+    cpus = [Cpu(c.address, c.save_area, c.vector) for c in elf_cpus]
+    vmcoreinfo = next((n.desc for n in notes if n.name == b"VMCOREINFO"), None)
+    store = ElfMemoryStore(path, loads)
+    try:
+        return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo)
+    except BaseException:
+        store.close()
+        raise

@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 want=(fuse3 libfuse3-dev pkg-config gcc binutils)
 if [ "${1:-}" = test ]; then
-    want+=(gdb-multiarch zstd elfutils)
+    # the real dump consumers of tests/test_t6_consumers.py: gdb-multiarch,
+    # eu-readelf (elfutils), vmcore-dmesg (kexec-tools), libkdumpfile for
+    # /usr/bin/python3, qemu-s390x (qemu-user) for the s390x makedumpfile/crash
+    want+=(gdb-multiarch zstd elfutils kexec-tools qemu-user python3-libkdumpfile)
 fi
 missing=()
 for p in "${want[@]}"; do
@@ -35,3 +38,9 @@ extra=""
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
     | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
 .venv/bin/python -c "import pyfuse3, trio, elftools" || { echo "setup: the Python packages did not install" >&2; exit 1; }
+
+if [ "${1:-}" = test ]; then
+    # Debian's s390x makedumpfile and crash (+ libraries) unpacked into a
+    # sysroot for qemu-s390x; a no-op once built
+    bash contrib/s390x-sysroot.sh >/dev/null
+fi

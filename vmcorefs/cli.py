@@ -3,11 +3,22 @@
 The command line
 ----------------
 
-The ``vmcorefs.cli`` module is the ``vmcorefs`` command. It uses the
-standard library's :mod:`argparse` (sub-commands, help with examples, no
-dependency to install in a minimal dump environment). Every error the user
-can cause is printed as one line starting with ``vmcorefs:`` and a non-zero
-exit status; tracebacks only with ``--debug``.
+The ``vmcorefs.cli`` module is the ``vmcorefs`` command: ``mount``,
+``demo``, ``umount``, ``info``, ``check``, ``save`` and ``emulate``, and
+mount(8)'s helper convention ``vmcorefs SOURCE MOUNTPOINT -o OPTIONS`` (what
+``mount.fuse3`` runs for ``mount -t fuse.vmcorefs``).
+
+It uses the standard library's :mod:`argparse` on purpose: a dump
+environment (a zfcpdump or kdump initramfs) should carry as little as
+possible, and argparse gives everything needed here (sub-commands,
+``--help`` with an example for every command, typed options) without a
+dependency; click or typer would add one for no gain, and shell completion
+comes as a static script (``contrib/completion/``) rather than argcomplete.
+The same parser feeds the man page (:mod:`vmcorefs.manpage`).
+
+Every error the user can cause is printed as one line starting with
+``vmcorefs:`` that says what to do next, with a non-zero exit status;
+tracebacks only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -28,13 +39,27 @@ log = logging.getLogger("vmcorefs")
 EPILOG = """\
 examples:
   vmcorefs demo /mnt/dump                    mount the built-in demo machine
+  vmcorefs info demo                         memory, CPUs, mode, kernel release
+  vmcorefs save /mnt/dump dump.elf           save /vmcore: sparse, SHA-256, resumable
+  vmcorefs umount /mnt/dump
   vmcorefs emulate mem.raw --cpus-json cpus.json -o machine.toml
   vmcorefs mount machine.toml /mnt/dump      mount a machine description
-  cp /mnt/dump/vmcore dump.elf               save the ELF dump
   cat /mnt/dump/meminfo/summary              what the crashed kernel left
   vmcorefs check machine.toml                kdump or stand-alone? (exit 0/1/2)
-  vmcorefs umount /mnt/dump
+  vmcorefs save machine.toml dump.elf        save without mounting
+  mount -t fuse.vmcorefs machine.toml /mnt/dump -o allow_other   (as root, see mount.vmcorefs)
+
+'vmcorefs COMMAND --help' shows each command's options and examples.
 """
+
+# mount(8) and fstab words that mean nothing to a read-only FUSE file system
+# of regular files, or that libfuse's mount.fuse3 adds ("dev", "suid")
+IGNORED_MOUNT_OPTIONS = frozenset({
+    "ro", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail",
+    "_netdev", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
+    "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime", "nolazytime",
+    "sync", "async", "dirsync", "silent", "loud", "default_permissions",
+})
 
 
 def parse_size(text: str) -> int:
@@ -56,24 +81,38 @@ def parse_range(text: str) -> tuple[int, int]:
 
 
 def _mount_options(values: list[str] | None) -> dict:
+    """
+    Parse ``-o`` values: vmcorefs' own options (``allow_other``,
+    ``allow_root``, ``max_read=N``, ``fsname=``, ``mode=``, ``log=``), and
+    the words mount(8), fstab and mount.fuse3 pass, which are ignored.
+    """
     opts: dict = {"fuse": []}
     for value in values or []:
         for item in filter(None, value.split(",")):
+            key, _, arg = item.partition("=")
             if item == "allow_other":
                 opts["allow_other"] = True
-            elif item in ("ro", "rw", "defaults", "nodev", "nosuid", "noexec", "noatime", "_netdev", "auto", "noauto"):
-                continue  # fstab words; vmcorefs is always read-only
-            elif item in ("allow_root",) or item.startswith(("max_read=", "fsname=")):
+            elif item in IGNORED_MOUNT_OPTIONS or item.startswith(("x-", "comment=", "context=")):
+                continue  # vmcorefs is always read-only; x-systemd.* and comments are for others
+            elif item == "allow_root" or key in ("max_read", "fsname"):
                 opts["fuse"].append(item)
+            elif key == "mode" and arg in ("auto", "kdump", "standalone"):
+                opts["mode"] = arg
+            elif key == "log" and arg:
+                opts["log"] = arg
             else:
-                raise InputError(f"unknown mount option {item!r} (known: allow_other, allow_root, max_read=N)")
+                raise InputError(f"unknown mount option {item!r} (vmcorefs knows allow_other, allow_root, "
+                                 "max_read=N, mode=auto|kdump|standalone, log=FILE)")
     return opts
 
 
 def cmd_mount(args) -> int:
     from .mount import mount
-    return mount(args.source, args.mountpoint, mode=args.mode, foreground=args.foreground,
-                 options=_mount_options(args.options), log_file=args.log, debug=args.debug)
+    options = _mount_options(args.options)
+    mode = options.pop("mode", None) or args.mode
+    log_file = options.pop("log", None) or args.log
+    return mount(args.source, args.mountpoint, mode=mode, foreground=args.foreground,
+                 options=options, log_file=log_file, debug=args.debug)
 
 
 def cmd_demo(args) -> int:
@@ -89,8 +128,16 @@ def cmd_umount(args) -> int:
 async def _open_dump(source: str, mode: str):
     from .dump import Dump
     from .mount import open_source
+    if os.path.isdir(source):
+        hint = (f"; for the dump mounted there read {source}/meminfo/summary" if os.path.ismount(source)
+                else "")
+        raise InputError(f"{source} is a directory: give a machine description, 'demo' or a dump file{hint}")
     machine = open_source(source)
-    return await Dump.open(machine, mode)
+    try:
+        return await Dump.open(machine, mode)
+    except BaseException:
+        machine.close()
+        raise
 
 
 def cmd_check(args) -> int:
@@ -112,13 +159,157 @@ def cmd_check(args) -> int:
     return 1
 
 
+def _size(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
+    fmt = lambda r: indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return [fmt(headers)] + [fmt(r) for r in rows]
+
+
+def _memory_rows(dump) -> list[list[str]]:
+    """Detected memory cut where export, crashkernel and HSA change, each piece labelled."""
+    m, rep = dump.machine, dump.report
+    crash = rep.crashkernel
+    hsa = m.hsa_size if m.sclp is not None else 0
+    cuts = {p for r in dump.ranges for p in r}
+    if crash:
+        cuts |= {crash[0], crash[0] + crash[1]}
+    if hsa:
+        cuts.add(hsa)
+
+    def label(a: int) -> str:
+        if any(s <= a < e for s, e in dump.ranges):
+            if a < hsa:
+                return "yes, from the HSA over SCLP"
+            if dump.swap and a < dump.swap[1]:
+                return f"yes, read at {a + dump.swap[0]:#x} (kdump swap)"
+            return "yes"
+        if crash and crash[0] <= a < crash[0] + crash[1]:
+            return "no: crashkernel"
+        return "no"
+
+    rows = []
+    for start, end in m.memory:
+        points = sorted({start, end} | {c for c in cuts if start < c < end})
+        if dump.swap:
+            points = sorted(set(points) | ({dump.swap[1]} if start < dump.swap[1] < end else set()))
+        pieces = list(zip(points, points[1:]))
+        merged: list[list] = []
+        for a, b in pieces:
+            lab = label(a)
+            if merged and merged[-1][2] == lab and merged[-1][1] == a:
+                merged[-1][1] = b
+            else:
+                merged.append([a, b, lab])
+        rows += [[f"{a:#018x}", f"{b - 1:#018x}", _size(b - a), lab] for a, b, lab in merged]
+    return rows
+
+
+ENVIRONMENTS = {
+    "standalone": "a stand-alone dump tool (zfcpdump) runs; old [0, {hsa}) is in the HSA, read over SCLP",
+    "kdump": "the capture kernel runs; old [0, crashkernel size) is swapped with the crashkernel",
+    "file": "an s390 dump file: old memory as a dump tool stored it",
+}
+
+
+def info_text(dump, vmcore_size: int, source: str) -> str:
+    """Return ``vmcorefs info``: a summary table, the memory ranges, the CPUs."""
+    import datetime
+
+    m, rep = dump.machine, dump.report
+    vmci = {}
+    for line in (rep.vmcoreinfo or b"").decode("ascii", "replace").splitlines():
+        key, _, value = line.partition("=")
+        vmci.setdefault(key, value)
+    kernel = vmci.get("OSRELEASE", "unknown (no VMCOREINFO)")
+    crashed = "unknown"
+    if vmci.get("CRASHTIME", "").isdigit():
+        t = datetime.datetime.fromtimestamp(int(vmci["CRASHTIME"]), datetime.timezone.utc)
+        crashed = t.strftime("%Y-%m-%d %H:%M:%S UTC") + " (VMCOREINFO CRASHTIME)"
+    if rep.crashkernel:
+        b, n = rep.crashkernel
+        crash = f"{b:#x}-{b + n - 1:#x} ({_size(n)})"
+    else:
+        crash = "none"
+    env = f"{m.environment}: {ENVIRONMENTS.get(m.environment, '')}".rstrip(": ")
+    env = env.replace("{hsa}", f"{m.hsa_size:#x}")
+    if dump.hsa is not None and dump.hsa.released:
+        env += " (the HSA was released)"
+    if rep.header:
+        h = rep.header
+        osinfo = (f"at {rep.os_info_ptr:#x}, version {h['version_major']}.{h['version_minor']}, "
+                  f"checksum {'valid' if rep.valid else 'INVALID'}")
+    else:
+        osinfo = "none"
+    bad = [c for c in rep.checks if not c.ok]
+    summary = [
+        ("machine", f"{m.name} ({source})"),
+        ("kernel", kernel),
+        ("crashed", crashed),
+        ("mode", f"{dump.mode} - {dump.why}"),
+        ("environment", env),
+        ("memory", f"{_size(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"),
+        ("crashkernel", crash),
+        ("cpus", f"{len(dump.all_cpus)}, {len(dump.cpus)} dumped; vector registers: "
+                 f"{'yes' if m.vector else 'no'}"),
+        ("/vmcore", f"{vmcore_size} bytes ({_size(vmcore_size)}), {len(dump.ranges)} PT_LOAD"),
+        ("os_info", osinfo),
+        ("vmcoreinfo", rep.vmcoreinfo_source),
+        ("checks", f"{len(rep.checks) - len(bad)} OK, {len(bad)} BAD" + (" ('vmcorefs check' tells which)"
+                                                                       if bad else "")),
+    ]
+    width = max(len(k) for k, _ in summary)
+    out = [f"{k.ljust(width)}  {v}" for k, v in summary]
+    out += ["", "Memory"]
+    out += _table(["START", "END", "SIZE", "IN /vmcore"], _memory_rows(dump))
+    numbers = {id(c): i + 1 for i, c in enumerate(dump.cpus)}
+    rows = []
+    for i, c in enumerate(dump.all_cpus):
+        r = c.regs
+        n = numbers.get(id(c))
+        rows.append([str(c.address), "boot" if i == 0 else "", f"{r['prefix']:#010x}",
+                     f"{r['psw'][0]:016x} {r['psw'][1]:016x}", f"#{n}" if n else "no (prefix 0)"])
+    out += ["", "CPUs"]
+    out += _table(["ADDRESS", "ROLE", "PREFIX", "PSW (MASK ADDRESS)", "NOTE"], rows)
+    return "\n".join(out) + "\n"
+
+
 def cmd_info(args) -> int:
     import trio
 
-    from .views.meminfo import summary_text
-    dump = trio.run(_open_dump, args.source, args.mode)
-    sys.stdout.write(summary_text(dump))
+    from .views.vmcore import build_vmcore
+
+    async def run():
+        dump = await _open_dump(args.source, args.mode)
+        try:
+            vmcore, _layout = build_vmcore(dump)
+            return info_text(dump, vmcore.size, args.source)
+        finally:
+            dump.machine.close()
+    sys.stdout.write(trio.run(run))
     return 0
+
+
+def cmd_save(args) -> int:
+    from .save import save
+    if args.progress is None and args.quiet:
+        args.progress = False
+    sha_file = args.sha256_file
+    if sha_file is True:
+        if args.out == "-":
+            raise InputError("--sha256-file needs a name when the dump goes to standard output")
+        sha_file = args.out + ".sha256"
+    return save(args.source, args.out, mode=args.mode, progress=args.progress, sha256_file=sha_file,
+                restart=args.restart, force=args.force, state_path=args.state, chunk=args.chunk_size,
+                sparse=not args.no_sparse, sync=args.sync, verify=args.verify,
+                stop_after=args.stop_after, checksum=not args.no_sha256)
 
 
 def cmd_emulate(args) -> int:
@@ -126,63 +317,146 @@ def cmd_emulate(args) -> int:
     return emulate(args)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wrap descriptions to the terminal; keep example blocks (indented lines) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+        out = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if any(ln.startswith("  ") for ln in lines) or any(ln.rstrip().endswith(":") for ln in lines[:1]):
+                out.append("\n".join(indent + ln for ln in lines))
+            else:
+                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent, subsequent_indent=indent))
+        return "\n\n".join(out)
+
+
+def _examples(*lines: str) -> str:
+    return "example" + ("s" if sum(not ln.startswith(("#", " ")) for ln in lines) > 1 else "") + ":\n" + \
+        "".join(f"  {ln}\n" for ln in lines)
+
+
+SOURCE_HELP = ("a machine description (.toml, see 'vmcorefs emulate'), 'demo' (the built-in demo "
+               "machine), an s390 dump-format file, an s390x ELF core (a vmcore, QEMU dump-guest-memory "
+               "output) or a raw s390x memory image")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vmcorefs",
         description="A FUSE filesystem that presents a crashed s390x machine's memory as "
                     "/vmcore (ELF, like /proc/vmcore), /meminfo and /zcore.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"vmcorefs {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     common.add_argument("--debug", action="store_true", help="log everything; show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    raw = HelpFormatter
 
     def mount_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("mountpoint", help="an existing directory")
+        sp.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
         sp.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (Ctrl-C unmounts)")
         sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
                         help="auto: kdump if a valid kdump setup exists, else stand-alone (default)")
         sp.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
-                        help="comma-separated: allow_other (let every user read the dump), allow_root")
+                        help="comma-separated: allow_other (let every user read the dump), allow_root, "
+                             "max_read=N, mode=MODE (as --mode), log=FILE (as --log); mount(8) and fstab "
+                             "words (ro, noauto, nofail, ...) are accepted and ignored")
         sp.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
 
     sp = sub.add_parser("mount", parents=[common], help="mount a machine",
-                        description="Mount SOURCE (a machine description, or 'demo') on MOUNTPOINT. "
-                                    "Returns once the files are ready; the daemon serves until "
-                                    "'vmcorefs umount'.",
-                        epilog="example:\n  vmcorefs mount machine.toml /mnt/dump && cp /mnt/dump/vmcore dump.elf",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("source", help="machine description (.toml) or 'demo'")
+                        description="Mount SOURCE on MOUNTPOINT: /vmcore, /meminfo and /zcore. Returns once "
+                                    "the files are ready; the daemon serves until 'vmcorefs umount'. "
+                                    "'vmcorefs SOURCE MOUNTPOINT -o OPTIONS' (the form mount.fuse3 uses for "
+                                    "'mount -t fuse.vmcorefs') is the same command.",
+                        epilog=_examples("vmcorefs mount machine.toml /mnt/dump && cp /mnt/dump/vmcore dump.elf",
+                                         "vmcorefs mount machine.toml /mnt/dump -o allow_other --mode standalone",
+                                         "vmcorefs mount -f --log /dev/stderr -v dump.s390 /mnt/dump"),
+                        formatter_class=raw)
+    sp.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     mount_args(sp)
     sp.set_defaults(func=cmd_mount)
 
     sp = sub.add_parser("demo", parents=[common], help="mount the built-in demo machine",
                         description="Mount the embedded demo machine (512 MiB, 4 CPUs, stand-alone dump).",
-                        epilog="example:\n  vmcorefs demo /mnt/dump && readelf -lW /mnt/dump/vmcore",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=_examples("vmcorefs demo /mnt/dump && readelf -lW /mnt/dump/vmcore"),
+                        formatter_class=raw)
     mount_args(sp)
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("umount", parents=[common], help="unmount", aliases=["unmount"],
-                        description="Unmount a vmcorefs mount (also a stale one whose daemon died).")
-    sp.add_argument("mountpoint")
+                        description="Unmount a vmcorefs mount (also a stale one whose daemon died).",
+                        epilog=_examples("vmcorefs umount /mnt/dump",
+                                         "vmcorefs umount --lazy /mnt/dump    # even while files are open"),
+                        formatter_class=raw)
+    sp.add_argument("mountpoint", metavar="MOUNTPOINT", help="where vmcorefs is mounted")
     sp.add_argument("-z", "--lazy", action="store_true", help="detach even if files are open")
     sp.set_defaults(func=cmd_umount)
 
     sp = sub.add_parser("check", parents=[common], help="kdump or stand-alone? exit 0/1/2",
                         description="Check what the crashed kernel left (os_info, checksums, crashkernel) and "
                                     "print the decision: exit 0 = a valid kdump setup exists, 1 = stand-alone "
-                                    "dump only, 2 = unusable input.")
-    sp.add_argument("source")
+                                    "dump only, 2 = unusable input.",
+                        epilog=_examples("vmcorefs check machine.toml",
+                                         "vmcorefs check machine.toml >/dev/null && echo kdump"),
+                        formatter_class=raw)
+    sp.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     sp.set_defaults(func=cmd_check)
 
-    sp = sub.add_parser("info", parents=[common], help="describe a machine",
-                        description="Print memory ranges, CPUs, mode, crashkernel and kernel release.")
-    sp.add_argument("source")
-    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto")
+    sp = sub.add_parser("info", parents=[common], help="describe a machine: a table",
+                        description="Print a table of what a dump of SOURCE holds: kernel release, crash time, "
+                                    "mode and why, memory ranges (and which are in /vmcore), crashkernel, "
+                                    "CPUs with prefix and PSW.",
+                        epilog=_examples("vmcorefs info demo", "vmcorefs info machine.toml --mode standalone"),
+                        formatter_class=raw)
+    sp.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
+                    help="the dump to describe (default auto: kdump if a valid kdump setup exists)")
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser(
+        "save", parents=[common], help="write the dump (/vmcore) to a file or device",
+        description="Write the ELF dump to OUT: a file (sparse: all-zero 4 KiB pages become holes), a block "
+                    "device, or - (standard output). SOURCE is a vmcorefs mount point or /proc/vmcore "
+                    "(copied as they are), or anything 'mount' takes (then /vmcore is built here, "
+                    "without FUSE). Prints the SHA-256 (sha256sum format) at the "
+                    "end. An interrupted save (Ctrl-C, kill, a full disk) leaves OUT.vmcorefs-partial: "
+                    "the same command resumes it after verifying what was written; a partial file that "
+                    "does not verify is never continued.",
+        epilog=_examples("vmcorefs save /mnt/dump /var/crash/dump.elf --sha256-file",
+                         "vmcorefs save machine.toml dump.elf          # no mount needed",
+                         "vmcorefs save /proc/vmcore /dev/sdb --force  # a whole device",
+                         "vmcorefs save demo - | ssh host 'cat > dump.elf'",
+                         "sha256sum -c /var/crash/dump.elf.sha256"),
+        formatter_class=raw)
+    sp.add_argument("source", metavar="SOURCE", help="a vmcorefs mount point, /proc/vmcore, or " + SOURCE_HELP)
+    sp.add_argument("out", metavar="OUT", help="the file or block device to write, or - for standard output")
+    sp.add_argument("--progress", action="store_true", default=None,
+                    help="show progress (bytes, throughput, ETA) on stderr even when it is not a terminal")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress, even on a terminal")
+    sp.add_argument("--sha256-file", nargs="?", const=True, metavar="FILE",
+                    help="also write the SHA-256 in sha256sum format to FILE (default OUT.sha256)")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing OUT (needed for a block device)")
+    sp.add_argument("--restart", action="store_true",
+                    help="discard the partial save of OUT and start over")
+    sp.add_argument("--state", metavar="FILE",
+                    help="resume state file (default OUT.vmcorefs-partial; give one to resume a block device)")
+    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default=None,
+                    help="for a machine SOURCE: which dump to save (default auto)")
+    sp.add_argument("--verify", action="store_true", help="read OUT back at the end and compare the SHA-256")
+    sp.add_argument("--no-sparse", action="store_true", help="write zero pages too (no holes)")
+    sp.add_argument("--sync", action="store_true",
+                    help="fsync OUT before reporting success (as a dump environment that reboots next should)")
+    sp.add_argument("--no-sha256", action="store_true",
+                    help="no SHA-256: faster (a raw image's data is copied in the kernel with copy_file_range, "
+                         "its holes skipped), but nothing to check the dump against")
+    sp.add_argument("--chunk-size", type=parse_size, default=8 << 20, metavar="SIZE",
+                    help="bytes per read (default 8M)")
+    sp.add_argument("--stop-after", type=parse_size, default=None, help=argparse.SUPPRESS)  # tests
+    sp.set_defaults(func=cmd_save)
 
     sp = sub.add_parser(
         "emulate", parents=[common], help="write a machine description from a memory image",
@@ -193,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  vmcorefs emulate precrash.raw --cpus-json cpus.json -o sa.toml\n"
                "  # kdump: image taken while the capture kernel ran; boot CPU from old lowcore,\n"
                "  # the other CPU's state from its prefix page in old memory:\n"
-               "  vmcorefs emulate kdump.raw --environment kdump --cpu-prefix 0xd64000 -o kd.toml",
+               "  vmcorefs emulate kdump.raw --environment kdump --cpu-prefix 0xd64000 -o kd.toml\n"
+               "  # the same, CPU states from the vmcore the capture kernel wrote (or QEMU's dump):\n"
+               "  vmcorefs emulate kdump.raw --environment kdump --cpus-from-elf vmcore.elf -o kd.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("image", help="raw physical memory image")
     sp.add_argument("-o", "--output", required=True, help="machine description to write (.toml)")
@@ -206,18 +482,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sclp-latency-us", type=int, default=0, help="emulated SCLP latency per request")
     sp.add_argument("--cpus-json", metavar="FILE", help="CPU states as JSON (the fixtures' cpu-state format)")
     sp.add_argument("--save-areas", metavar="FILE", help="512-byte save areas, boot CPU first")
+    sp.add_argument("--cpus-from-elf", metavar="CORE",
+                    help="CPU states from the register notes of an s390x ELF core: a kernel vmcore "
+                         "(/proc/vmcore) or QEMU dump-guest-memory output")
     sp.add_argument("--cpu-prefix", type=parse_size, action="append", metavar="ADDR",
                     help="a non-boot CPU whose status is at ADDR+0x1200 of old memory (repeat)")
     sp.add_argument("--vector", action="store_true", help="the machine has the vector facility")
     sp.add_argument("--crashkernel", type=parse_range, metavar="BASE:SIZE",
                     help="kdump: the crashkernel (default: from the capture kernel's parmarea)")
     sp.set_defaults(func=cmd_emulate)
+    for action in p._subparsers._group_actions:  # noqa: SLF001 - one formatter for every command
+        for sub_parser in action.choices.values():
+            sub_parser.formatter_class = HelpFormatter
     return p
+
+
+def _helper_convention(argv: list[str], commands: set[str]) -> list[str]:
+    """
+    Turn mount(8)'s helper call ``vmcorefs SOURCE MOUNTPOINT [-o OPTIONS]``
+    (what mount.fuse3 runs for ``mount -t fuse.vmcorefs``) into ``mount``.
+    """
+    if len(argv) >= 2 and argv[0] not in commands and not argv[0].startswith("-"):
+        return ["mount"] + argv
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = set()
+    for action in parser._subparsers._group_actions:  # noqa: SLF001 - the sub-command names
+        commands |= set(action.choices)
+    args = parser.parse_args(_helper_convention(argv, commands))
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="vmcorefs: %(levelname)s: %(message)s")
     try:
@@ -229,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if args.command == "check" else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (vmcorefs info | head): not an error worth a traceback
+        try:
+            sys.stdout = None
+        finally:
+            return 141
 
 
 def run() -> None:

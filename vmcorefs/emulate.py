@@ -4,13 +4,15 @@
 --------------------
 
 The ``vmcorefs.emulate`` module writes a machine description from a raw
-physical memory image and CPU states (a JSON file, raw save areas, or the
+physical memory image and CPU states (a JSON file, raw save areas, the
+register notes of an ELF core (:mod:`vmcorefs.sources.elfnotes`), or the
 prefix addresses of CPUs whose status the crashed kernel stored in old
 memory).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -23,6 +25,8 @@ from .machine import Cpu, Machine, OldMemory
 from .stores import RawFileStore
 
 __all__ = ("emulate",)
+
+log = logging.getLogger(__name__)
 
 
 def _read_prefix_save_areas(image: RawFileStore, environment: str, crashkernel, prefixes) -> list[bytes]:
@@ -55,6 +59,16 @@ def emulate(args) -> int:
             for e in entries:
                 cpus.append({"address": e["address"], "save_area": e["save_area"], "vector": e["vector"]})
                 vector = vector or e["vector"] is not None
+        if getattr(args, "cpus_from_elf", None):
+            if args.cpus_json or args.save_areas:
+                raise InputError("--cpus-from-elf gives every CPU's state: do not combine it with "
+                                 "--cpus-json or --save-areas")
+            from .sources.elfnotes import cpus_from_elf
+            elf_cpus, producer = cpus_from_elf(args.cpus_from_elf)
+            log.info("%s: %d CPUs, written by %s", args.cpus_from_elf, len(elf_cpus), producer)
+            for c in elf_cpus:
+                cpus.append({"address": c.address, "save_area": c.save_area, "vector": c.vector})
+                vector = vector or c.vector is not None
         if args.save_areas:
             with open(args.save_areas, "rb") as f:
                 data = f.read()

@@ -78,6 +78,18 @@ def unpack_fixture(name: str, member: str) -> Path:
     return dst
 
 
+def describe_kdump_fixture(directory: Path, name: str = "kdump.toml") -> Path:
+    """
+    Describe the real kdump fixture with one ``vmcorefs emulate``: the other
+    CPU's state is what SIGP STORE STATUS gives, which the crashed kernel also
+    stored at its prefix + 0x1200 (fixture README). Return the description.
+    """
+    image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
+    out = directory / name
+    run_vmcorefs("emulate", image, "--environment", "kdump", "--cpu-prefix", "0xd64000", "--vector", "-o", out)
+    return out
+
+
 def wait_for_mount(mountpoint: Path, proc: subprocess.Popen | None, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,8 +17,18 @@ def _pad4(b: bytes) -> bytes:
     return b + b"\0" * (-len(b) % 4)
 
 
-def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
+def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+    """Return one ELF note: header, NUL-terminated name and descriptor, each padded to 4."""
     return struct.pack(">III", len(name) + 1, len(desc), ntype) + _pad4(name + b"\0") + _pad4(desc)
+
+
+def cksm(data: bytes) -> int:
+    """Return the s390 CKSM (reference section 4): big-endian words summed with end-around carry."""
+    data = bytes(data) + bytes(-len(data) % 4)
+    total = sum(struct.unpack(f">{len(data) // 4}I", data))
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
 
 
 def decode_save_area(sa: bytes) -> dict:
@@ -42,7 +52,7 @@ def reference_notes(save_areas: list[bytes], vectors: list[bytes] | None, vmcore
     prpsinfo = bytearray(136)
     prpsinfo[1] = ord("R")
     prpsinfo[40:47] = b"vmlinux"
-    out.append(_note(b"CORE", 3, bytes(prpsinfo)))
+    out.append(note(b"CORE", 3, bytes(prpsinfo)))
     n = 0
     for i, sa in enumerate(save_areas):
         r = decode_save_area(sa)
@@ -54,19 +64,19 @@ def reference_notes(save_areas: list[bytes], vectors: list[bytes] | None, vmcore
         struct.pack_into(">2Q", prs, 112, *r["psw"])
         struct.pack_into(">16Q", prs, 128, *r["gprs"])
         struct.pack_into(">16I", prs, 256, *r["acrs"])
-        out.append(_note(b"CORE", 1, bytes(prs)))
-        out.append(_note(b"CORE", 2, struct.pack(">II16Q", r["fpc"], 0, *r["fprs"])))
-        out.append(_note(b"LINUX", 0x301, r["timer"]))
-        out.append(_note(b"LINUX", 0x302, r["todcmp"]))
-        out.append(_note(b"LINUX", 0x303, r["todpreg"]))
-        out.append(_note(b"LINUX", 0x304, r["ctrs"]))
-        out.append(_note(b"LINUX", 0x305, struct.pack(">I", r["prefix"])))
+        out.append(note(b"CORE", 1, bytes(prs)))
+        out.append(note(b"CORE", 2, struct.pack(">II16Q", r["fpc"], 0, *r["fprs"])))
+        out.append(note(b"LINUX", 0x301, r["timer"]))
+        out.append(note(b"LINUX", 0x302, r["todcmp"]))
+        out.append(note(b"LINUX", 0x303, r["todpreg"]))
+        out.append(note(b"LINUX", 0x304, r["ctrs"]))
+        out.append(note(b"LINUX", 0x305, struct.pack(">I", r["prefix"])))
         if vectors is not None:
             vx = vectors[i]
-            out.append(_note(b"LINUX", 0x30A, vx[256:]))
-            out.append(_note(b"LINUX", 0x309, b"".join(vx[k * 16 + 8:k * 16 + 16] for k in range(16))))
+            out.append(note(b"LINUX", 0x30A, vx[256:]))
+            out.append(note(b"LINUX", 0x309, b"".join(vx[k * 16 + 8:k * 16 + 16] for k in range(16))))
     if vmcoreinfo is not None:
-        out.append(_note(b"VMCOREINFO", 0, vmcoreinfo))
+        out.append(note(b"VMCOREINFO", 0, vmcoreinfo))
     return b"".join(out)
 
 

@@ -14,9 +14,8 @@ import struct
 import trio
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from reference import reference_notes, reference_vmcore
+from reference import cksm, reference_notes, reference_vmcore
 from vmcorefs.dump import Dump
-from vmcorefs.layouts import cksm
 from vmcorefs.machine import Cpu, Machine
 from vmcorefs.sclp import SdiasDevice
 from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, SliceStore

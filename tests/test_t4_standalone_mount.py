@@ -10,7 +10,6 @@ reference builder in tests/reference.py.
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import re

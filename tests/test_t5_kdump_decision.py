@@ -31,7 +31,8 @@ import subprocess
 
 import pytest
 
-from conftest import run_vmcorefs, unpack_fixture
+from conftest import describe_kdump_fixture, run_vmcorefs, unpack_fixture
+from reference import cksm
 
 B = 0x34000000  # crashkernel base
 S = 0x0C000000  # crashkernel size
@@ -83,21 +84,13 @@ CASES = [
 ]
 
 
-def cksm(data: bytes) -> int:
-    """Return the s390 CKSM (reference section 4), written here independently."""
-    data = data + bytes(-len(data) % 4)
-    total = sum(struct.unpack(f">{len(data) // 4}I", data))
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
 
 
 @pytest.fixture(scope="module")
 def fixture_files(tmp_path_factory):
     image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
     d = tmp_path_factory.mktemp("decision")
-    run_vmcorefs("emulate", image, "--environment", "kdump", "--cpu-prefix", "0xd64000", "--vector",
-                 "-o", d / "base.toml")
+    describe_kdump_fixture(d, "base.toml")
     return {"image": image, "dir": d, "base": (d / "base.toml").read_text()}
 
 

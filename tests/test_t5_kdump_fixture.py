@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import Mount, require_fuse, run_vmcorefs, unpack_fixture
+from conftest import Mount, describe_kdump_fixture, require_fuse, run_vmcorefs, unpack_fixture
 
 FIXTURE_VMCORE_SHA256 = "36c0292eafc283b893bc23f46725c3cf9024d98d90eefc676a497ef2e3928ca5"
 
@@ -49,13 +49,7 @@ def where(vmcore_path, offset: int) -> str:
 
 @pytest.fixture(scope="module")
 def kdump_machine(tmp_path_factory):
-    image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
-    d = tmp_path_factory.mktemp("kdump")
-    # the other CPU's state: what SIGP STORE STATUS gives, which the crashed
-    # kernel also stored at its prefix + 0x1200 (fixture README)
-    run_vmcorefs("emulate", image, "--environment", "kdump", "--cpu-prefix", "0xd64000", "--vector",
-                 "-o", d / "kdump.toml")
-    return d / "kdump.toml"
+    return describe_kdump_fixture(tmp_path_factory.mktemp("kdump"))
 
 
 @pytest.fixture(scope="module")

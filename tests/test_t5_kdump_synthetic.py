@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_vmcorefs
-from reference import reference_vmcore
+from reference import cksm, reference_vmcore
 from vmcorefs.description import load
 from vmcorefs.dump import Dump
 from vmcorefs.views.vmcore import build_vmcore
@@ -133,13 +133,6 @@ SPECS = [
 MOUNTED = ("middle", "hole-in-low-area", "standalone-env-kdump-capable")
 
 
-def cksm(data: bytes) -> int:
-    """Return the s390 CKSM (reference section 4), written here independently."""
-    data = bytes(data) + bytes(-len(data) % 4)
-    total = sum(struct.unpack(f">{len(data) // 4}I", data))
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
 
 
 def tag_pages(mem: bytearray, ranges, tag: bytes) -> None:

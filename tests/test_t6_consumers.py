@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Mount, require_fuse, run_vmcorefs, unpack_fixture
+from conftest import FIXTURES, Mount, describe_kdump_fixture, require_fuse, unpack_fixture
 
 pytestmark = [pytest.mark.fuse, pytest.mark.fixture]
 
@@ -172,10 +172,8 @@ def vmlinux() -> Path:
 def vmcore(tmp_path_factory):
     """The real fixture, described with one ``vmcorefs emulate`` and mounted once: /mnt/vmcore."""
     require_fuse()
-    image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
     d = tmp_path_factory.mktemp("consumers")
-    run_vmcorefs("emulate", image, "--environment", "kdump", "--cpu-prefix", "0xd64000", "--vector",
-                 "-o", d / "kdump.toml")
+    describe_kdump_fixture(d)
     (d / "mnt").mkdir()
     m = Mount(str(d / "kdump.toml"), d / "mnt")
     try:

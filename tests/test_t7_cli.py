@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, REPO, VMCOREFS, require_fuse, run_vmcorefs, sha256_file, unpack_fixture
+from conftest import FIXTURES, REPO, VMCOREFS, describe_kdump_fixture, require_fuse, run_vmcorefs, sha256_file, unpack_fixture
 
 MIB = 1 << 20
 PAGE = 4096
@@ -179,9 +179,7 @@ def test_info_is_a_table():
 
 
 def test_info_of_the_kdump_fixture(tmp_path):
-    image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
-    run_vmcorefs("emulate", image, "--environment", "kdump", "--cpu-prefix", "0xd64000", "--vector",
-                 "-o", tmp_path / "kdump.toml")
+    describe_kdump_fixture(tmp_path)
     out = run_vmcorefs("info", tmp_path / "kdump.toml").stdout
     assert re.search(r"^kernel +6\.1\.192-vmcorefs$", out, re.M)
     assert re.search(r"^crashkernel +0x34000000-0x3fffffff \(192 MiB\)$", out, re.M)

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from conftest import run_vmcorefs, sha256_file
+from reference import cksm, note
 from vmcorefs.demo import demo_cpu_regs, demo_words
 from vmcorefs.errors import InputError, MemoryReadError
 
@@ -102,18 +103,8 @@ def demo_expected(address: int, length: int) -> bytes:
     return bytes(buf)
 
 
-def note(name: bytes, ntype: int, desc: bytes) -> bytes:
-    name_z = name + b"\0"
-    pad = lambda b: b + bytes(-len(b) % 4)  # noqa: E731
-    return struct.pack(">III", len(name_z), len(desc), ntype) + pad(name_z) + pad(desc)
 
 
-def cksm(data: bytes) -> int:
-    data = data + bytes(-len(data) % 4)
-    total = sum(struct.unpack(f">{len(data) // 4}I", data))
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
 
 
 def read_at(path, offset: int, length: int) -> bytes:

@@ -139,7 +139,7 @@ def summary_text(dump: Dump) -> str:
         for line in rep.vmcoreinfo.decode("ascii", "replace").splitlines():
             if line.startswith("OSRELEASE="):
                 out.append(f"kernel: {line.split('=', 1)[1]}")
-    out.append(f"reipl_block: " + (f"{len(rep.reipl_block)} bytes at {rep.ipib_addr:#x}"
+    out.append("reipl_block: " + (f"{len(rep.reipl_block)} bytes at {rep.ipib_addr:#x}"
                                    if rep.reipl_block else "none"))
     out.append("checks:")
     out += [f"  {c.line()}" for c in rep.checks]

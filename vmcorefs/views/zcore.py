@@ -188,12 +188,10 @@ def build_zcore(dump: Dump) -> Directory:
     d.add(File("mem", build_mem(dump)))
     d.add(text_file("memmap", memmap_text(dump.machine.memory)))
     d.add(text_file("reipl", dump.report.reipl_block or b""))
-    write = None
-    if dump.hsa is not None:
-        async def write(data: bytes) -> None:
-            """Release the HSA on "0" (with or without a newline)."""
-            if data not in (b"0", b"0\n"):
-                raise InputError(f"write 0 to release the HSA, not {data[:16]!r}")
-            await dump.release_hsa()
-    d.add(File("hsa", LiveText(lambda: hsa_text(dump)), write=write))
+    async def release(data: bytes) -> None:
+        """Release the HSA on "0" (with or without a newline)."""
+        if data not in (b"0", b"0\n"):
+            raise InputError(f"write 0 to release the HSA, not {data[:16]!r}")
+        await dump.release_hsa()
+    d.add(File("hsa", LiveText(lambda: hsa_text(dump)), write=release if dump.hsa is not None else None))
     return d

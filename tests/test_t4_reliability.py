@@ -23,29 +23,28 @@ from conftest import REPO, Mount, require_fuse, run_vmcorefs
 BAD_INPUTS = REPO / "tests" / "bad-inputs"
 
 
-def reference_demo_vmcore(tmp_path: Path, m: Mount) -> bytes:
-    """The demo's /vmcore, read once sequentially with cp (the others must agree with it)."""
-    out = tmp_path / "demo.elf"
-    subprocess.run(["cp", str(m.path("vmcore")), str(out)], check=True)
-    return out.read_bytes()
-
-
 def test_sixteen_concurrent_readers(mounter, tmp_path):
+    """16 readers at random offsets and sizes over /vmcore and /zcore/mem get the bytes cp got."""
     m = mounter("demo")
-    ref = reference_demo_vmcore(tmp_path, m)
-    size = len(ref)
+    refs = {}
+    for name in ("vmcore", "zcore/mem"):
+        out = tmp_path / name.replace("/", "-")
+        subprocess.run(["cp", str(m.path(name)), str(out)], check=True)
+        refs[name] = out.read_bytes()
     errors: list[str] = []
     deadline = time.monotonic() + 8
 
     def reader(seed: int) -> None:
         rng = random.Random(seed)
-        fd = os.open(m.path("vmcore"), os.O_RDONLY)
+        name = ("vmcore", "zcore/mem")[seed % 2]
+        ref = refs[name]
+        fd = os.open(m.path(name), os.O_RDONLY)
         try:
             while time.monotonic() < deadline:
-                off = rng.randrange(size)
+                off = rng.randrange(len(ref))
                 n = rng.choice([1, 512, 4096, 65536, 1 << 20, 3 << 20])
                 if os.pread(fd, n, off) != ref[off:off + n]:
-                    errors.append(f"reader {seed}: mismatch at {off:#x}+{n:#x}")
+                    errors.append(f"reader {seed}: {name} mismatch at {off:#x}+{n:#x}")
                     return
         except OSError as exc:
             errors.append(f"reader {seed}: {exc}")

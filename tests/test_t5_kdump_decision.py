@@ -108,12 +108,17 @@ def describe(files, case: Case) -> tuple[os.PathLike, bytes, bytes]:
         page = bytearray(read_image(files["image"], real(OS_INFO), 4096))
         page[case.address - real(OS_INFO)] ^= case.xor
         patches.append((real(OS_INFO + 8), struct.pack(">I", cksm(bytes(page[0x0C:])))))
+    return patched(files, case.name, patches), old, new
+
+
+def patched(files, name: str, patches: list[tuple[int, bytes]]) -> os.PathLike:
+    """Write a description of the fixture with *patches* (real address, bytes) laid over it."""
     text = files["base"]
     for address, data in patches:
         text += f"\n[[store.patch]]\naddress = {address:#x}\ndata = \"{data.hex()}\"\n"
-    path = files["dir"] / f"{case.name}.toml"
+    path = files["dir"] / f"{name}.toml"
     path.write_text(text)
-    return path, old, new
+    return path
 
 
 def bad_lines(output: str) -> dict[str, str]:
@@ -429,3 +434,44 @@ def test_cpus_from_elf_excludes_other_cpu_sources(qemu_core, tmp_path):
     res = run_vmcorefs("emulate", image, "--cpus-from-elf", qemu_core["core"], "--save-areas", sa,
                        "-o", tmp_path / "m.toml", check=False)
     assert_one_line_error(res, "--cpus-from-elf")
+
+
+def test_entry_of_size_2_63_is_a_finding_not_a_crash(fixture_files, mounter):
+    """An os_info entry claiming 2^63 bytes (checksums otherwise right): BAD, never a crash or a huge read."""
+    page = bytearray(read_image(fixture_files["image"], real(OS_INFO), 4096))
+    struct.pack_into(">QQI", page, 0x20, 0x1000, 1 << 63, 0)
+    struct.pack_into(">I", page, 8, cksm(bytes(page[0x0C:])))
+    desc = patched(fixture_files, "entry-2-63", [(real(OS_INFO), bytes(page[:0x40]))])
+    res = run_vmcorefs("check", desc, check=False, timeout=60)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert bad_lines(res.stdout).keys() == {"os_info entry 0 (vmcoreinfo)"}
+    assert "0x1000+0x8000000000000000 is outside memory or too large" in res.stdout
+    m = mounter(desc)
+    assert "mode: standalone" in m.path("meminfo/summary").read_text()
+    # VMCOREINFO still comes from the note lowcore 0xE0C points to
+    assert m.path("meminfo/vmcoreinfo").read_bytes().startswith(b"OSRELEASE=6.1.192-vmcorefs\n")
+    with open(m.path("vmcore"), "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+
+
+def test_vmcoreinfo_note_without_an_end_is_left_out(fixture_files, mounter):
+    """A VMCOREINFO note whose size runs to the end of the world: no VMCOREINFO, dump still served."""
+    desc = patched(fixture_files, "vmcoreinfo-endless",
+                   [(real(VMCOREINFO_NOTE + 4), struct.pack(">I", 0xFFFFFFF0))])
+    res = run_vmcorefs("check", desc, check=False, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr  # nothing checksummed changed: still kdump
+    assert "vmcoreinfo: none: VMCOREINFO note at 0xd6a000 has an implausible size 4294967280" in res.stdout
+    m = mounter(desc)
+    assert not m.path("meminfo/vmcoreinfo").exists()
+    with open(m.path("vmcore"), "rb") as f:
+        head = f.read(HEADERS)
+    with pytest.raises(AssertionError, match="no VMCOREINFO note"):
+        vmcoreinfo_desc_offset(head)
+    # one page less of notes: memory starts a page earlier, and is the same memory
+    p_offset = struct.unpack_from(">Q", head, 64 + 56 + 8)[0]
+    assert p_offset == HEADERS - 0x1000
+    proc = unpack_fixture("kdump-1g", "proc-vmcore.elf")
+    with open(m.path("vmcore"), "rb") as f, open(proc, "rb") as g:
+        f.seek(p_offset + 0x100000)
+        g.seek(HEADERS + 0x100000)
+        assert f.read(1 << 20) == g.read(1 << 20)

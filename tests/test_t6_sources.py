@@ -70,11 +70,16 @@ def qemu_core(tmp_path, image) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("kind", ["raw-image", "kernel-vmcore", "qemu-elf"])
+@pytest.mark.parametrize("kind", ["raw-image", "emulate-without-cpu-states", "kernel-vmcore", "qemu-elf"])
 def test_real_inputs_as_source_give_the_real_vmcore(kind, mounter, tmp_path):
     image = unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw")
     if kind == "raw-image":
         source = image
+    elif kind == "emulate-without-cpu-states":
+        # the other CPU is found through VMCOREINFO's lowcore_ptr[], the vector facility through CR0
+        res = run_vmcorefs("emulate", image, "--environment", "kdump", "-o", tmp_path / "auto.toml")
+        assert "1 more from lowcore_ptr[] at 0x5d8210" in res.stderr
+        source = tmp_path / "auto.toml"
     elif kind == "kernel-vmcore":
         source = unpack_fixture("kdump-1g", "proc-vmcore.elf")
     else:

@@ -16,12 +16,11 @@ import logging
 import os
 import sys
 
-import trio
-
 from .description import FORMAT, cpus_from_json, dump_toml
 from .errors import InputError
 from .layouts import SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
+from .sources.raw import discover_cpus, run_without_loop, vector_enabled
 from .stores import RawFileStore
 
 __all__ = ("emulate",)
@@ -29,19 +28,20 @@ __all__ = ("emulate",)
 log = logging.getLogger(__name__)
 
 
-def _read_prefix_save_areas(image: RawFileStore, environment: str, crashkernel, prefixes) -> list[bytes]:
-    machine = Machine(memory=[(0, image.size - image.size % 4096)], real=image, environment="kdump",
-                      cpus=[Cpu(0)], oldmem=crashkernel) if environment == "kdump" else None
-    swap = machine.find_oldmem() if machine else None
+def _old_memory(image: RawFileStore, environment: str, crashkernel) -> OldMemory:
+    """Return the image's old memory: through the kdump swap, or as it is."""
+    probe = Machine(memory=[(0, image.size - image.size % 4096)], real=image, environment="kdump",
+                    cpus=[Cpu(0)], oldmem=crashkernel)
+    swap = probe.find_oldmem() if environment == "kdump" else None
     if environment == "kdump" and swap is None:
         raise InputError("the image's parmarea names no crashkernel: give --crashkernel BASE:SIZE")
+    return OldMemory(probe, swap, None)
 
+
+def _read_prefix_save_areas(old: OldMemory, prefixes) -> list[bytes]:
     async def read_all() -> list[bytes]:
-        if machine is None:
-            return [image.read(p + SAVE_AREA_OFFSET, 512) for p in prefixes]
-        old = OldMemory(machine, swap, None)
         return [await old.read(p + SAVE_AREA_OFFSET, 512) for p in prefixes]
-    return trio.run(read_all)
+    return run_without_loop(read_all())
 
 
 def emulate(args) -> int:
@@ -79,11 +79,19 @@ def emulate(args) -> int:
         if args.cpu_prefix:
             if not cpus:
                 cpus.append({"address": 0, "save_area": None, "vector": None})  # boot CPU: old 0x1200
-            areas = _read_prefix_save_areas(image, args.environment, args.crashkernel, args.cpu_prefix)
+            areas = _read_prefix_save_areas(_old_memory(image, args.environment, args.crashkernel),
+                                            args.cpu_prefix)
             for sa in areas:
                 cpus.append({"address": max(c["address"] for c in cpus) + 1, "save_area": sa, "vector": None})
         if not cpus:
+            # no states given: the boot CPU from old 0x1200, the others from the
+            # crashed kernel's lowcore_ptr[] (through VMCOREINFO), as a raw SOURCE does
+            old = _old_memory(image, args.environment, args.crashkernel)
+            boot, others, how = run_without_loop(discover_cpus(old, old.machine.contains))
+            print(f"vmcorefs: CPUs: {how}", file=sys.stderr)
             cpus.append({"address": 0, "save_area": None, "vector": None})
+            cpus += [{"address": i + 1, "save_area": sa, "vector": None} for i, sa in enumerate(others)]
+            vector = vector or vector_enabled(boot)
         if args.environment == "kdump" and cpus[0]["save_area"] is not None:
             print("vmcorefs: note: kdump: the boot CPU's registers are taken from old memory at 0x1200, "
                   "not from the given state", file=sys.stderr)

@@ -39,7 +39,8 @@ from ..osinfo import analyse
 from ..sclp import SdiasDevice, reader_defaults
 from ..stores import OverlayStore, PatternStore, RawFileStore, SliceStore, Store
 
-__all__ = ("discover_cpus", "find_oldmem", "machine_from_memory", "open_raw_image", "vector_enabled")
+__all__ = ("discover_cpus", "find_oldmem", "machine_from_memory", "open_raw_image", "run_without_loop",
+           "vector_enabled")
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ async def discover_cpus(old: OldMemory, contains) -> tuple[bytes, list[bytes], s
     return boot, others, f"boot CPU from 0x1200, {len(others)} more from lowcore_ptr[] at {array:#x}"
 
 
-def _complete(coro):
+def run_without_loop(coro):
     """
     Run a coroutine that never waits (old memory without an HSA is read
     synchronously) to its end, without an event loop: sources are opened
@@ -146,7 +147,7 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
         return Machine(memory=memory, real=store, environment="file", cpus=cpus, vector=vector, name=name,
                        vmcoreinfo=vmcoreinfo)
     try:
-        boot, others, how = _complete(find())
+        boot, others, how = run_without_loop(find())
     except MemoryReadError as exc:
         raise InputError(f"{name}: cannot read the crashed kernel's lowcore: {exc.reason}") from exc
     log.info("%s: %s; CPUs: %s", name, "capture kernel running (kdump)" if oldmem else "stand-alone", how)

@@ -531,6 +531,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout = None
         finally:
             return 141
+    except Exception as exc:  # a bug: still one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"vmcorefs: internal error: {type(exc).__name__}: {exc} (run again with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 70
 
 
 def run() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from typing import Awaitable, Callable
 
-__all__ = ("BytesExtent", "Extent", "ExtentFile", "MemoryExtent", "ZeroExtent")
+__all__ = ("BytesExtent", "Extent", "ExtentFile", "LiveText", "MemoryExtent", "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
 
@@ -101,3 +101,26 @@ class ExtentFile:
             i += 1
             rel = 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class LiveText:
+    """
+    File contents made by *text* at every read and every size query, for
+    the few files that change while mounted (the HSA release). Used as a
+    :class:`~vmcorefs.views.tree.File`'s content like an extent map.
+    """
+
+    def __init__(self, text: Callable[[], str | bytes]) -> None:
+        self.text = text
+
+    def _data(self) -> bytes:
+        data = self.text()
+        return data.encode() if isinstance(data, str) else data
+
+    @property
+    def size(self) -> int:
+        return len(self._data())
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* of the current text."""
+        return self._data()[offset:offset + length]

@@ -20,42 +20,18 @@ directory, made to be browsed with ls, cat and grep:
 
 from __future__ import annotations
 
-from typing import Callable
-
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
+from .extents import LiveText
 from .tree import Directory, File, text_file
 
-__all__ = ("LiveText", "build_meminfo", "cpu_text", "summary_text")
+__all__ = ("build_meminfo", "cpu_text", "summary_text")
 
 ENVIRONMENT_NOTES = {
     "standalone": " (HSA behind SCLP)",
     "kdump": " (capture kernel running)",
     "file": " (a dump file: old memory as stored)",
 }
-
-
-class LiveText:
-    """
-    File contents made by *text* at every read and every size query, for
-    the few files that change while mounted (the HSA release). Used as a
-    :class:`~vmcorefs.views.tree.File`'s content like an extent map.
-    """
-
-    def __init__(self, text: Callable[[], str | bytes]) -> None:
-        self.text = text
-
-    def _data(self) -> bytes:
-        data = self.text()
-        return data.encode() if isinstance(data, str) else data
-
-    @property
-    def size(self) -> int:
-        return len(self._data())
-
-    async def read(self, offset: int, length: int) -> bytes:
-        """Return up to *length* bytes at *offset* of the current text."""
-        return self._data()[offset:offset + length]
 
 
 def _size(n: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Awaitable, Callable
 
-from .extents import BytesExtent, ExtentFile
+from .extents import BytesExtent, ExtentFile, LiveText
 
 __all__ = ("Directory", "File", "text_file")
 
@@ -26,7 +26,7 @@ class File:
     """A regular file; *write* (if any) takes what is written to it whole."""
 
     name: str
-    content: ExtentFile
+    content: ExtentFile | LiveText
     write: WriteFn | None = None
 
     @property

@@ -62,8 +62,7 @@ from ..dump import CpuState, Dump
 from ..errors import InputError
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_HDR, DF_S390_HDR_SIZE, DF_S390_MAGIC,
                        DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET)
-from .extents import BytesExtent, Extent, ExtentFile, MemoryExtent, ZeroExtent
-from .meminfo import LiveText
+from .extents import BytesExtent, Extent, ExtentFile, LiveText, MemoryExtent, ZeroExtent
 from .tree import Directory, File, text_file
 
 __all__ = ("build_mem", "build_zcore", "hsa_text", "lay_over", "memmap_text", "save_area_blocks", "zcore_header")

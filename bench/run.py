@@ -370,6 +370,21 @@ def machine_line() -> str:
             f"Python {platform.python_version()}")
 
 
+LIMITS = [
+    "- seq (warm): every byte crosses FUSE (store -> daemon -> kernel -> reader: two more copies",
+    "  than cat) in 1 MiB direct-I/O requests, one Python handler call each; no page cache on purpose",
+    "  (a broken page must fail exactly the reads that need it; nothing stale after an HSA release).",
+    "- seq (cold): the disk; both sides read the same file in large sequential requests.",
+    "- hsa: the emulated SCLP latency per request; vmcorefs asks for 256 blocks per request, 8 in",
+    "  flight, and keeps what it read, Linux one block at a time.",
+    "- random: a FUSE round trip plus the Python handler (tens of microseconds) against a pread that",
+    "  the page cache answers in a few.",
+    "- save: with --no-sha256 the data path (reads through the views, pwrite; copy_file_range where a",
+    "  raw image region maps 1:1 and the file system allows it) plus ~0.2 s of Python start-up;",
+    "  with the SHA-256 (the default) the single-core SHA-256 rate bounds it.",
+]
+
+
 def write_results() -> None:
     lines = ["# vmcorefs benchmark results", "",
              f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
@@ -379,7 +394,7 @@ def write_results() -> None:
     lines += [f"| {b} | {f} | {t} | {v} |" for b, f, t, v in results]
     lines += ["", "Every figure is measured side by side in the same run; ratios, not absolute",
               "numbers, are what the targets are about. Cold reads are made cold with",
-              "POSIX_FADV_DONTNEED on the store file.", ""]
+              "POSIX_FADV_DONTNEED on the store file.", "", "What limits the figures:", ""] + LIMITS + [""]
     (REPO / "bench" / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {REPO / 'bench' / 'RESULTS.md'}")
 

@@ -81,6 +81,36 @@ def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounte
     assert err == "" or "Traceback" not in err
 
 
+def test_store_io_errors_fail_exactly_the_affected_reads(faulty_machine, mounter):
+    """A bad range of the store (a failing disk): EIO for reads touching it, logged; others served; recovery."""
+    d, old = faulty_machine
+    text = (d / "m.toml").read_text().replace("[store]\n", '[store]\nfaults_file = "store-faults.toml"\n')
+    (d / "m.toml").write_text(text)
+    m = mounter(d / "m.toml", "--log", str(d / "daemon.log"))
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    bad = 36 * MIB + 8192  # above the HSA: real memory
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {bad:#x}\nsize = 4096\n")
+        time.sleep(0.02)
+        for off, n in ((bad, 4096), (bad - 100, 200), (bad - 4096, 3 * 4096), (bad + 4095, 1)):
+            with pytest.raises(OSError) as exc:
+                os.pread(fd, n, base + off)
+            assert exc.value.errno == errno.EIO, (off, n)
+        assert os.pread(fd, 4096, base + bad - 4096) == old[bad - 4096:bad]
+        assert os.pread(fd, 4096, base + bad + 4096) == old[bad + 4096:bad + 8192]
+        assert os.pread(fd, 4096, base) == old[:4096]
+        (d / "store-faults.toml").unlink()
+        time.sleep(0.02)
+        assert os.pread(fd, 3 * 4096, base + bad - 4096) == old[bad - 4096:bad + 8192]
+    finally:
+        os.close(fd)
+    err = m.unmount()
+    for log in (err, (d / "daemon.log").read_text()):  # logged with the address, on stderr and in --log
+        assert f"cannot read memory at {bad:#x}" in log and "I/O error (injected)" in log
+
+
 def test_truncated_image_gives_eio_beyond_the_end(faulty_machine, mounter):
     d, old = faulty_machine
     os.truncate(d / "mem.raw", 36 * MIB + 100)

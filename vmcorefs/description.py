@@ -25,7 +25,7 @@ from .errors import InputError
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
 from .machine import Cpu, Machine, merge_ranges
 from .sclp import SdiasDevice, load_fault_rules, reader_defaults
-from .stores import BytesStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
+from .stores import BytesStore, FaultyStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "cpus_from_json", "dump_toml", "load", "machine_from_doc", "save_area_from_regs")
 
@@ -118,6 +118,10 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         store = ZeroStore(end)  # a sparse machine: zeros but for [[store.patch]]
     else:
         raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
+    if "faults_file" in store_doc:
+        if not isinstance(store_doc["faults_file"], str):
+            raise InputError(f"{where}: [store] faults_file must be a file name")
+        store = FaultyStore(store, os.path.join(base_dir, store_doc["faults_file"]))
     patches = store_doc.get("patch", [])
     if patches:
         # bytes laid over the store at real addresses (test corruption, fix-ups)

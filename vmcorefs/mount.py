@@ -191,6 +191,10 @@ def mount(source: str, mountpoint: str, *, mode: str = "auto", foreground: bool 
         def ready(err: str | None) -> None:
             if err:
                 print(f"vmcorefs: {err}", file=sys.stderr)
+        if log_file:  # besides standard error
+            handler = logging.FileHandler(log_file)
+            handler.setFormatter(logging.Formatter("vmcorefs[%(process)d]: %(levelname)s %(message)s"))
+            logging.getLogger().addHandler(handler)
         return trio.run(_serve, source, mountpoint, mode, options, ready)
 
     rfd, wfd = os.pipe()

@@ -25,6 +25,7 @@ from .errors import InputError, MemoryReadError
 
 __all__ = (
     "BytesStore",
+    "FaultyStore",
     "GeneratedStore",
     "OverlayStore",
     "PatternStore",
@@ -201,6 +202,59 @@ class PatternStore(GeneratedStore):
         for i in range(8):
             buf[8 + i::16] = addrs[i::8]
         return bytes(buf[address - start:address - start + length])
+
+
+class FaultyStore(Store):
+    """
+    A store with injected I/O errors: reads touching a bad range fail, as a
+    failing disk would. The ranges come from a TOML file of ``[[fault]]``
+    tables (``address``, ``size``), re-read whenever it changes, so faults
+    can come and go while mounted.
+    """
+
+    def __init__(self, base: Store, faults_file: str) -> None:
+        self.base, self.size, self.name = base, base.size, base.name
+        self.faults_file = faults_file
+        self._mtime: int | None = None
+        self._loaded = False
+        self.bad: list[tuple[int, int]] = []
+        self._refresh()
+
+    def _refresh(self) -> None:
+        import tomllib
+        try:
+            mtime = os.stat(self.faults_file).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        bad = []
+        if mtime is not None:
+            try:
+                with open(self.faults_file, "rb") as f:
+                    doc = tomllib.load(f)
+                for item in doc.get("fault", []):
+                    address, size = item["address"], item["size"]
+                    if not isinstance(address, int) or not isinstance(size, int) or size <= 0:
+                        raise ValueError("address and size must be positive integers")
+                    bad.append((address, address + size))
+            except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
+                if not self._loaded:
+                    raise InputError(f"cannot use store fault file {self.faults_file}: {exc}") from exc
+                return  # while mounted, keep the previous ranges (a new file may be half written)
+        self.bad = bad
+        self._loaded = True
+
+    def read(self, address: int, length: int) -> bytes:
+        self._refresh()
+        for start, end in self.bad:
+            if address < end and start < address + length:
+                raise MemoryReadError(max(address, start), f"{self.name}: I/O error (injected)")
+        return self.base.read(address, length)
+
+    def close(self) -> None:
+        self.base.close()
 
 
 class SliceStore(Store):

@@ -62,3 +62,23 @@ def test_note_padding():
     n = note(b"VMCOREINFO", 0, b"abcde")
     assert n[:12] == bytes.fromhex("0000000b 00000005 00000000")
     assert n[12:24] == b"VMCOREINFO\0\0" and n[24:] == b"abcde\0\0\0"
+
+
+def test_vmcoreinfo_numbers_in_the_base_the_kernel_wrote():
+    from vmcorefs.osinfo import parse_vmcoreinfo, vmcoreinfo_number
+    info = parse_vmcoreinfo(b"OSRELEASE=6.1.0\nKERNELOFFSET=3fe0000\nSYMBOL(lowcore_ptr)=5d8210\n"
+                            b"LENGTH(lowcore_ptr)=16\nOFFSET(page.flags)=0\nno equals sign\nCRASHTIME=1795422295\n")
+    assert info["OSRELEASE"] == "6.1.0"
+    assert vmcoreinfo_number(info, "KERNELOFFSET") == 0x3FE0000
+    assert vmcoreinfo_number(info, "SYMBOL(lowcore_ptr)") == 0x5D8210
+    assert vmcoreinfo_number(info, "LENGTH(lowcore_ptr)") == 16
+    assert vmcoreinfo_number(info, "CRASHTIME") == 1795422295
+    assert vmcoreinfo_number(info, "SIZE(page)") is None
+
+
+def test_fuse_options_user_options_replace_defaults():
+    from vmcorefs.mount import _fuse_options
+    opts = _fuse_options(False, ["fsname=/dev/dasdb1", "allow_root"])
+    assert "fsname=/dev/dasdb1" in opts and "fsname=vmcorefs" not in opts
+    assert {"ro", "allow_root", "subtype=vmcorefs", "default_permissions"} <= opts
+    assert "ro" not in _fuse_options(False, [], writable=True)

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Extent maps, overlay stores and the kdump swap on tiny inputs with exact bytes."""
 
+import os
+
 import pytest
 import trio
 from hypothesis import given, settings, strategies as st
@@ -130,3 +132,22 @@ def test_raw_store_reads_holes_without_reading(tmp_path):
     s2 = RawFileStore(str(p), size=128 << 20)
     with pytest.raises(MemoryReadError):
         s2.read(64 << 20, 1 << 20)
+
+
+def test_refused_sources_leave_no_file_open(tmp_path):
+    """A source refused after its image was opened closes it again."""
+    import struct
+
+    from vmcorefs.mount import open_source
+    core = tmp_path / "truncated.elf"
+    ehdr = b"\x7fELF\x02\x02\x01" + bytes(9) + struct.pack(">HHIQQQIHHHHHH", 4, 22, 1, 0, 64, 0, 0, 64, 56,
+                                                             1, 0, 0, 0)
+    core.write_bytes(ehdr + struct.pack(">IIQQQQQQ", 1, 7, 4096, 0, 0, 1 << 20, 1 << 20, 4096))
+    (tmp_path / "mem.raw").write_bytes(bytes(1 << 20))
+    desc = tmp_path / "nocpu.toml"
+    desc.write_text('format = 1\nmemory = [{start = 0, size = 0x100000}]\n[store]\ntype = "raw"\npath = "mem.raw"\n')
+    before = len(os.listdir("/proc/self/fd"))
+    for src in (core, desc) * 5:
+        with pytest.raises(InputError):
+            open_source(str(src))
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Mount, require_fuse, run_vmcorefs
+from conftest import REPO, VMCOREFS, Mount, require_fuse, run_vmcorefs
 
 BAD_INPUTS = REPO / "tests" / "bad-inputs"
 
@@ -168,3 +168,21 @@ def test_tree_is_fixed_and_only_hsa_takes_writes(mounter):
     assert exc.value.errno in (errno.EACCES, errno.EROFS)
     modes = {p: stat_.S_IMODE(os.stat(m.path(p)).st_mode) for p in ("vmcore", "zcore/mem", "zcore/hsa")}
     assert modes == {"vmcore": 0o400, "zcore/mem": 0o400, "zcore/hsa": 0o600}
+
+
+def test_daemon_log_file_relative_to_where_mount_was_run(tmp_path):
+    require_fuse()
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    res = subprocess.run([*VMCOREFS, "mount", "demo", str(mp), "--log", "daemon.log", "-v"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    try:
+        assert res.returncode == 0, res.stderr
+        assert os.path.ismount(mp)
+    finally:
+        run_vmcorefs("umount", mp, check=False)
+    time.sleep(0.5)
+    assert "mounted demo on" in (tmp_path / "daemon.log").read_text()
+    res = run_vmcorefs("mount", "demo", mp, "--log", tmp_path / "no-such-dir" / "x.log", check=False)
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert "cannot write the log file" in res.stderr and not os.path.ismount(mp)

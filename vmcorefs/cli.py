@@ -223,11 +223,10 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
     """Return ``vmcorefs info``: a summary table, the memory ranges, the CPUs."""
     import datetime
 
+    from .osinfo import parse_vmcoreinfo
+
     m, rep = dump.machine, dump.report
-    vmci = {}
-    for line in (rep.vmcoreinfo or b"").decode("ascii", "replace").splitlines():
-        key, _, value = line.partition("=")
-        vmci.setdefault(key, value)
+    vmci = parse_vmcoreinfo(rep.vmcoreinfo)
     kernel = vmci.get("OSRELEASE", "unknown (no VMCOREINFO)")
     crashed = "unknown"
     if vmci.get("CRASHTIME", "").isdigit():

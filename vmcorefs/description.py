@@ -118,102 +118,106 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         store = ZeroStore(end)  # a sparse machine: zeros but for [[store.patch]]
     else:
         raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
-    if "faults_file" in store_doc:
-        if not isinstance(store_doc["faults_file"], str):
-            raise InputError(f"{where}: [store] faults_file must be a file name")
-        store = FaultyStore(store, os.path.join(base_dir, store_doc["faults_file"]))
-    patches = store_doc.get("patch", [])
-    if patches:
-        # bytes laid over the store at real addresses (test corruption, fix-ups)
-        if not isinstance(patches, list):
-            raise InputError(f"{where}: [[store.patch]] must be a list of {{ address, data }}")
-        items = []
-        for i, p in enumerate(patches):
-            pw = f"{where}: store.patch[{i}]"
-            addr = _int(p, "address", pw)
-            data = p.get("data")
-            if not isinstance(data, str):
-                raise InputError(f"{pw}: data must be a hex string")
+    try:
+        if "faults_file" in store_doc:
+            if not isinstance(store_doc["faults_file"], str):
+                raise InputError(f"{where}: [store] faults_file must be a file name")
+            store = FaultyStore(store, os.path.join(base_dir, store_doc["faults_file"]))
+        patches = store_doc.get("patch", [])
+        if patches:
+            # bytes laid over the store at real addresses (test corruption, fix-ups)
+            if not isinstance(patches, list):
+                raise InputError(f"{where}: [[store.patch]] must be a list of {{ address, data }}")
+            items = []
+            for i, p in enumerate(patches):
+                pw = f"{where}: store.patch[{i}]"
+                addr = _int(p, "address", pw)
+                data = p.get("data")
+                if not isinstance(data, str):
+                    raise InputError(f"{pw}: data must be a hex string")
+                try:
+                    raw_patch = bytes.fromhex(re.sub(r"\s+", "", data))
+                except ValueError:
+                    raise InputError(f"{pw}: data is not valid hex") from None
+                if addr + len(raw_patch) > store.size:
+                    raise InputError(f"{pw} lies beyond the store ({store.size:#x} bytes)")
+                items.append((addr, BytesStore(raw_patch, "patch")))
             try:
-                raw_patch = bytes.fromhex(re.sub(r"\s+", "", data))
-            except ValueError:
-                raise InputError(f"{pw}: data is not valid hex") from None
-            if addr + len(raw_patch) > store.size:
-                raise InputError(f"{pw} lies beyond the store ({store.size:#x} bytes)")
-            items.append((addr, BytesStore(raw_patch, "patch")))
-        try:
-            store = OverlayStore(store, items)
-        except ValueError as exc:
-            raise InputError(f"{where}: store patches overlap: {exc}") from None
+                store = OverlayStore(store, items)
+            except ValueError as exc:
+                raise InputError(f"{where}: store patches overlap: {exc}") from None
 
-    cpus_doc = doc.get("cpu")
-    if not isinstance(cpus_doc, list) or not cpus_doc:
-        raise InputError(f"{where}: no [[cpu]] (the boot CPU comes first)")
-    if len(cpus_doc) > 4096:
-        raise InputError(f"{where}: {len(cpus_doc)} CPUs is more than an s390x machine has (at most 4096)")
-    cpus = []
-    for i, c in enumerate(cpus_doc):
-        cw = f"{where}: cpu[{i}]"
-        addr = _int(c, "address", cw, default=i)
-        sa = _hex(c["save_area"], f"{cw} save_area", 512) if "save_area" in c else None
-        vx = _hex(c["vector"], f"{cw} vector", VX_SAVE_AREA_SIZE) if "vector" in c else None
-        cpus.append(Cpu(addr, sa, vx))
+        cpus_doc = doc.get("cpu")
+        if not isinstance(cpus_doc, list) or not cpus_doc:
+            raise InputError(f"{where}: no [[cpu]] (the boot CPU comes first)")
+        if len(cpus_doc) > 4096:
+            raise InputError(f"{where}: {len(cpus_doc)} CPUs is more than an s390x machine has (at most 4096)")
+        cpus = []
+        for i, c in enumerate(cpus_doc):
+            cw = f"{where}: cpu[{i}]"
+            addr = _int(c, "address", cw, default=i)
+            sa = _hex(c["save_area"], f"{cw} save_area", 512) if "save_area" in c else None
+            vx = _hex(c["vector"], f"{cw} vector", VX_SAVE_AREA_SIZE) if "vector" in c else None
+            cpus.append(Cpu(addr, sa, vx))
 
-    sclp = None
-    hsa_options: dict[str, Any] = {}
-    if environment == "standalone":
-        hsa_doc = doc.get("hsa", {})
-        unknown = set(hsa_doc) - HSA_DEVICE_KEYS - HSA_READER_KEYS
-        if unknown:
-            raise InputError(f"{where}: [hsa] has unknown keys: {', '.join(sorted(unknown))}")
-        hsa_size = _int(hsa_doc, "size", f"{where}: [hsa]", default=DEFAULT_HSA_SIZE, minimum=4096)
-        if hsa_size % 4096:
-            raise InputError(f"{where}: [hsa] size must be a multiple of 4096")
-        hsa_size = min(hsa_size, end)
-        # the machine copied old memory [0, hsa_size) to the HSA, storing the
-        # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
-        overlays = []
-        if cpus[0].save_area is not None:
-            overlays.append((SAVE_AREA_OFFSET, BytesStore(cpus[0].save_area, "boot CPU status")))
-        hsa_store = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
-        faults_file = None
-        if "faults_file" in hsa_doc:
-            faults_file = os.path.join(base_dir, hsa_doc["faults_file"])
-            load_fault_rules(faults_file)  # reject a bad file now
-        sclp = SdiasDevice(
-            hsa_store,
-            latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0) / 1e6,
-            max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
-            max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
-            faults_file=faults_file)
-        defaults = reader_defaults(hsa_size)
-        hsa_options = {
-            "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=defaults["max_blocks"],
-                               minimum=1),
-            "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=defaults["max_inflight"],
-                                 minimum=1),
-            "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=defaults["cache_pages"]),
-            "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
-            "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
-        }
-        real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
-    elif environment == "kdump":
-        if "hsa" in doc:
-            raise InputError(f"{where}: a kdump environment has no [hsa]")
-        real = store
-    else:
-        raise InputError(f"{where}: environment must be \"standalone\" or \"kdump\", not {environment!r}")
+        sclp = None
+        hsa_options: dict[str, Any] = {}
+        if environment == "standalone":
+            hsa_doc = doc.get("hsa", {})
+            unknown = set(hsa_doc) - HSA_DEVICE_KEYS - HSA_READER_KEYS
+            if unknown:
+                raise InputError(f"{where}: [hsa] has unknown keys: {', '.join(sorted(unknown))}")
+            hsa_size = _int(hsa_doc, "size", f"{where}: [hsa]", default=DEFAULT_HSA_SIZE, minimum=4096)
+            if hsa_size % 4096:
+                raise InputError(f"{where}: [hsa] size must be a multiple of 4096")
+            hsa_size = min(hsa_size, end)
+            # the machine copied old memory [0, hsa_size) to the HSA, storing the
+            # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
+            overlays = []
+            if cpus[0].save_area is not None:
+                overlays.append((SAVE_AREA_OFFSET, BytesStore(cpus[0].save_area, "boot CPU status")))
+            hsa_store = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
+            faults_file = None
+            if "faults_file" in hsa_doc:
+                faults_file = os.path.join(base_dir, hsa_doc["faults_file"])
+                load_fault_rules(faults_file)  # reject a bad file now
+            sclp = SdiasDevice(
+                hsa_store,
+                latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0) / 1e6,
+                max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
+                max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
+                faults_file=faults_file)
+            defaults = reader_defaults(hsa_size)
+            hsa_options = {
+                "max_blocks": _int(hsa_doc, "reader_blocks_per_request", where, default=defaults["max_blocks"],
+                                   minimum=1),
+                "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=defaults["max_inflight"],
+                                     minimum=1),
+                "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=defaults["cache_pages"]),
+                "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
+                "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
+            }
+            real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
+        elif environment == "kdump":
+            if "hsa" in doc:
+                raise InputError(f"{where}: a kdump environment has no [hsa]")
+            real = store
+        else:
+            raise InputError(f"{where}: environment must be \"standalone\" or \"kdump\", not {environment!r}")
 
-    oldmem = None
-    kd = doc.get("kdump")
-    if kd is not None:
-        if environment != "kdump":
-            raise InputError(f"{where}: [kdump] belongs to environment = \"kdump\"")
-        if "crashkernel_base" in kd or "crashkernel_size" in kd:
-            oldmem = (_int(kd, "crashkernel_base", f"{where}: [kdump]"),
-                      _int(kd, "crashkernel_size", f"{where}: [kdump]", minimum=4096))
-    return Machine(memory=ranges, real=real, environment=environment, cpus=cpus, vector=vector,
-                   sclp=sclp, oldmem=oldmem, hsa_options=hsa_options, name=doc.get("name", name))
+        oldmem = None
+        kd = doc.get("kdump")
+        if kd is not None:
+            if environment != "kdump":
+                raise InputError(f"{where}: [kdump] belongs to environment = \"kdump\"")
+            if "crashkernel_base" in kd or "crashkernel_size" in kd:
+                oldmem = (_int(kd, "crashkernel_base", f"{where}: [kdump]"),
+                          _int(kd, "crashkernel_size", f"{where}: [kdump]", minimum=4096))
+        return Machine(memory=ranges, real=real, environment=environment, cpus=cpus, vector=vector,
+                       sclp=sclp, oldmem=oldmem, hsa_options=hsa_options, name=doc.get("name", name))
+    except BaseException:
+        store.close()  # nothing keeps the image open after a refused description
+        raise
 
 
 # --------------------------------------------------------------------------

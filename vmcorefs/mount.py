@@ -24,7 +24,7 @@ from typing import Callable
 
 import trio
 
-from .errors import InputError
+from .errors import InputError, VmcorefsError
 from .machine import Machine
 
 __all__ = ("check_mountpoint", "mount", "open_source", "unmount")
@@ -86,15 +86,18 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def _fuse_options(allow_other: bool, extra: list[str], writable: bool = False) -> set[str]:
+    """Return the FUSE mount options; an option the user gives replaces vmcorefs' default of that name."""
     # read-only unless a file takes writes (the stand-alone /zcore/hsa): the
     # kernel would refuse those with EROFS; every other file refuses on open
-    opts = {"fsname=vmcorefs", "subtype=vmcorefs", "default_permissions"}
+    opts = {"fsname": "fsname=vmcorefs", "subtype": "subtype=vmcorefs",
+            "default_permissions": "default_permissions"}
     if not writable:
-        opts.add("ro")
+        opts["ro"] = "ro"
     if allow_other:
-        opts.add("allow_other")
-    opts.update(extra)
-    return opts
+        opts["allow_other"] = "allow_other"
+    for item in extra:
+        opts[item.partition("=")[0]] = item
+    return set(opts.values())
 
 
 async def _serve(source: str, mountpoint: str, mode: str, options: dict,
@@ -137,6 +140,7 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         with trio.move_on_after(0.1):
             await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
 
+    machine = None
     try:
         machine = open_source(source)
         dump = await Dump.open(machine, mode)
@@ -150,9 +154,17 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
             pyfuse3.init(ops, mountpoint, fuse_opts)
         except RuntimeError as exc:
             raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
-    except InputError as exc:
+    except VmcorefsError as exc:
+        if machine is not None:
+            machine.close()
         ready(str(exc))
         return 1
+    except Exception as exc:  # a bug: the user still gets one line, the log the traceback
+        log.exception("cannot mount %s", source)
+        if machine is not None:
+            machine.close()
+        ready(f"internal error: {type(exc).__name__}: {exc} (see the log; please report it)")
+        return 70
     log.info("mounted %s on %s: %s mode, /vmcore %d bytes", source, mountpoint, dump.mode, tree.find("vmcore").size)
     dump.on_change.append(refresh_kernel_cache)
     ready(None)
@@ -184,6 +196,12 @@ def mount(source: str, mountpoint: str, *, mode: str = "auto", foreground: bool 
     options = options or {}
     if source != "demo":
         source = os.path.abspath(source)
+    if log_file:
+        log_file = os.path.abspath(log_file)  # the daemon works from /
+        try:
+            os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            raise InputError(f"cannot write the log file {log_file}: {exc.strerror}") from None
     mountpoint = os.path.abspath(mountpoint)
     check_mountpoint(mountpoint)
     level = logging.DEBUG if debug else logging.INFO

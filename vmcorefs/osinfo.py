@@ -24,7 +24,8 @@ from .errors import MemoryReadError
 from .layouts import (LC, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_ENTRY_NAMES,
                       OS_INFO_MAGIC, PAGE_SIZE, cksm)
 
-__all__ = ("Check", "OsInfoEntry", "OsInfoReport", "analyse", "find_vmcoreinfo_note")
+__all__ = ("Check", "OsInfoEntry", "OsInfoReport", "analyse", "find_vmcoreinfo_note", "parse_vmcoreinfo",
+           "vmcoreinfo_number")
 
 OS_INFO_VERSION_MAJOR = 1
 VMCOREINFO_NOTE_NAME = b"VMCOREINFO"
@@ -113,6 +114,41 @@ class OsInfoReport:
         for e in self.entries:
             if e.name == name:
                 return e
+        return None
+
+
+def parse_vmcoreinfo(text: bytes | None) -> dict[str, str]:
+    """
+    Return the ``KEY=value`` lines of a VMCOREINFO text (the first of a key
+    wins; lines without ``=`` are skipped).
+
+    >>> parse_vmcoreinfo(b"OSRELEASE=6.1.0\\nSYMBOL(_stext)=100000\\n")["SYMBOL(_stext)"]
+    '100000'
+    """
+    out: dict[str, str] = {}
+    for line in (text or b"").decode("ascii", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out.setdefault(key, value)
+    return out
+
+
+# keys whose values the kernel prints in hex (crash_core.c: VMCOREINFO_SYMBOL,
+# VMCOREINFO_ADDRESS, KERNELOFFSET=%lx; s390: SAMODE31/EAMODE31=%lx); the rest
+# (OFFSET, SIZE, LENGTH, NUMBER, PAGESIZE, CRASHTIME) in decimal
+_HEX_PREFIXES = ("SYMBOL(", "ADDRESS(")
+_HEX_KEYS = frozenset({"KERNELOFFSET", "SAMODE31", "EAMODE31", "PHYS_OFFSET"})
+
+
+def vmcoreinfo_number(info: dict[str, str], key: str) -> int | None:
+    """Return the number VMCOREINFO gives for *key* in the base the kernel wrote it, or None."""
+    value = info.get(key)
+    if value is None:
+        return None
+    base = 16 if key.startswith(_HEX_PREFIXES) or key in _HEX_KEYS else 10
+    try:
+        return int(value, base)
+    except ValueError:
         return None
 
 

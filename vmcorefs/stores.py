@@ -16,6 +16,7 @@ bytes it cannot deliver, never zeros in their place.
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import struct
 from array import array
@@ -112,8 +113,10 @@ class RawFileStore(Store):
             return address
         try:
             return os.lseek(self.fd, address, os.SEEK_DATA)
-        except OSError:  # ENXIO: a hole up to the end; EINVAL: no SEEK_DATA here
-            return self.file_size if address < self.file_size else address
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a hole up to the end of the file
+                return self.file_size
+            return address  # no SEEK_DATA here: take everything as data
 
     HOLE_CHECK = 1 << 16  # reads at least this long first ask where data is
 
@@ -260,8 +263,8 @@ class FaultyStore(Store):
 class SliceStore(Store):
     """``[start, start+size)`` of another store, addressed from 0."""
 
-    def __init__(self, base: Store, start: int, size: int) -> None:
-        self.base, self.start, self.size, self.name = base, start, size, base.name
+    def __init__(self, base: Store, start: int, size: int, name: str | None = None) -> None:
+        self.base, self.start, self.size, self.name = base, start, size, name or base.name
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)

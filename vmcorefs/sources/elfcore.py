@@ -46,15 +46,16 @@ class ElfMemoryStore(Store):
     """Physical memory of an ELF core's PT_LOAD segments; between them there is none."""
 
     def __init__(self, path: str, loads: list[dict]) -> None:
-        self.file = RawFileStore(path)
         self.name = os.path.basename(path)
         self.loads = sorted(loads, key=lambda ph: ph["p_paddr"])
         self.starts = [ph["p_paddr"] for ph in self.loads]
         self.size = max(ph["p_paddr"] + ph["p_memsz"] for ph in self.loads)
+        file_size = os.path.getsize(path)
         for ph in self.loads:
-            if ph["p_offset"] + ph["p_filesz"] > self.file.file_size:
+            if ph["p_offset"] + ph["p_filesz"] > file_size:
                 raise InputError(f"{path}: truncated: the PT_LOAD of {ph['p_paddr']:#x} ends at file offset "
-                                 f"{ph['p_offset'] + ph['p_filesz']:#x}, beyond the {self.file.file_size:#x}-byte file")
+                                 f"{ph['p_offset'] + ph['p_filesz']:#x}, beyond the {file_size:#x}-byte file")
+        self.file = RawFileStore(path)  # opened once everything is checked
 
     def read(self, address: int, length: int) -> bytes:
         parts = []

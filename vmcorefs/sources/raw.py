@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
 from ..machine import Cpu, Machine, OldMemory
-from ..osinfo import analyse
+from ..osinfo import analyse, parse_vmcoreinfo, vmcoreinfo_number
 from ..sclp import SdiasDevice, reader_defaults
 from ..stores import OverlayStore, PatternStore, RawFileStore, SliceStore, Store
 
@@ -54,11 +53,6 @@ def vector_enabled(save_area: bytes) -> bool:
     return bool(SAVE_AREA.unpack(save_area)["ctrs"][0] & CR0_VECTOR)
 
 
-def _vmcoreinfo_value(text: bytes, key: str) -> int | None:
-    m = re.search(rb"^" + re.escape(key.encode()) + rb"=([0-9a-fA-F]+)$", text, re.M)
-    return int(m.group(1), 16 if key.startswith("SYMBOL(") else 10) if m else None
-
-
 async def discover_cpus(old: OldMemory, contains) -> tuple[bytes, list[bytes], str]:
     """
     Return the boot CPU's save area, the other CPUs' save areas and a note
@@ -67,12 +61,12 @@ async def discover_cpus(old: OldMemory, contains) -> tuple[bytes, list[bytes], s
     boot = await old.read(SAVE_AREA_OFFSET, 512)
     boot_prefix = SAVE_AREA.unpack(boot)["prefix"]
     rep = await analyse(old.read, contains)
-    text = rep.vmcoreinfo
-    if text is None:
+    if rep.vmcoreinfo is None:
         return boot, [], "boot CPU only (no VMCOREINFO: the other CPUs cannot be found)"
-    offset = _vmcoreinfo_value(text, "KERNELOFFSET")
-    array = _vmcoreinfo_value(text, "SYMBOL(lowcore_ptr)")
-    count = _vmcoreinfo_value(text, "LENGTH(lowcore_ptr)")
+    info = parse_vmcoreinfo(rep.vmcoreinfo)
+    offset = vmcoreinfo_number(info, "KERNELOFFSET")
+    array = vmcoreinfo_number(info, "SYMBOL(lowcore_ptr)")
+    count = vmcoreinfo_number(info, "LENGTH(lowcore_ptr)")
     if offset not in (0, None) or array is None or not count:
         return boot, [], "boot CPU only (VMCOREINFO gives no usable lowcore_ptr)"
     count = min(count, MAX_CPUS)
@@ -142,7 +136,7 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
     if cpus is not None:
         vector = any(c.vector is not None for c in cpus)
         if oldmem:  # a capture kernel runs on the boot CPU: its crashed state is in old memory
-            return Machine(memory=memory, real=store, environment="kdump", cpus=[Cpu(0)] + cpus[1:],
+            return Machine(memory=memory, real=store, environment="kdump", cpus=[Cpu(cpus[0].address)] + cpus[1:],
                            vector=vector, oldmem=oldmem, name=name, vmcoreinfo=vmcoreinfo)
         return Machine(memory=memory, real=store, environment="file", cpus=cpus, vector=vector, name=name,
                        vmcoreinfo=vmcoreinfo)
@@ -156,7 +150,7 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
         return Machine(memory=memory, real=store, environment="kdump", cpus=found,
                        vector=vector_enabled(boot), oldmem=oldmem, name=name)
     hsa_size = min(DEFAULT_HSA_SIZE, end)
-    hsa = OverlayStore(SliceStore(store, 0, hsa_size), [], name="HSA")
+    hsa = SliceStore(store, 0, hsa_size, name="HSA")
     real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
     return Machine(memory=memory, real=real, environment="standalone", cpus=found,
                    vector=vector_enabled(boot), sclp=SdiasDevice(hsa), hsa_options=reader_defaults(hsa_size),

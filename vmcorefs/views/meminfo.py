@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
+from ..osinfo import parse_vmcoreinfo
 from .extents import LiveText
 from .tree import Directory, File, text_file
 
@@ -112,9 +113,9 @@ def summary_text(dump: Dump) -> str:
         out.append(f"os_info: none ({rep.os_info_ptr or 0:#x} at lowcore 0xE18)")
     out.append(f"vmcoreinfo: {rep.vmcoreinfo_source}")
     if rep.vmcoreinfo:
-        for line in rep.vmcoreinfo.decode("ascii", "replace").splitlines():
-            if line.startswith("OSRELEASE="):
-                out.append(f"kernel: {line.split('=', 1)[1]}")
+        release = parse_vmcoreinfo(rep.vmcoreinfo).get("OSRELEASE")
+        if release is not None:
+            out.append(f"kernel: {release}")
     out.append("reipl_block: " + (f"{len(rep.reipl_block)} bytes at {rep.ipib_addr:#x}"
                                    if rep.reipl_block else "none"))
     out.append("checks:")

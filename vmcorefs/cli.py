@@ -31,6 +31,7 @@ import sys
 
 from . import __version__
 from .errors import InputError, VmcorefsError
+from .units import size_text
 
 __all__ = ("main",)
 
@@ -159,14 +160,6 @@ def cmd_check(args) -> int:
     return 1
 
 
-def _size(n: int) -> str:
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            value = n / (1 << shift)
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} bytes"
-
-
 def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
     fmt = lambda r: indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -208,7 +201,7 @@ def _memory_rows(dump) -> list[list[str]]:
                 merged[-1][1] = b
             else:
                 merged.append([a, b, lab])
-        rows += [[f"{a:#018x}", f"{b - 1:#018x}", _size(b - a), lab] for a, b, lab in merged]
+        rows += [[f"{a:#018x}", f"{b - 1:#018x}", size_text(b - a), lab] for a, b, lab in merged]
     return rows
 
 
@@ -234,7 +227,7 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
         crashed = t.strftime("%Y-%m-%d %H:%M:%S UTC") + " (VMCOREINFO CRASHTIME)"
     if rep.crashkernel:
         b, n = rep.crashkernel
-        crash = f"{b:#x}-{b + n - 1:#x} ({_size(n)})"
+        crash = f"{b:#x}-{b + n - 1:#x} ({size_text(n)})"
     else:
         crash = "none"
     env = f"{m.environment}: {ENVIRONMENTS.get(m.environment, '')}".rstrip(": ")
@@ -254,11 +247,11 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
         ("crashed", crashed),
         ("mode", f"{dump.mode} - {dump.why}"),
         ("environment", env),
-        ("memory", f"{_size(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"),
+        ("memory", f"{size_text(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"),
         ("crashkernel", crash),
         ("cpus", f"{len(dump.all_cpus)}, {len(dump.cpus)} dumped; vector registers: "
                  f"{'yes' if m.vector else 'no'}"),
-        ("/vmcore", f"{vmcore_size} bytes ({_size(vmcore_size)}), {len(dump.ranges)} PT_LOAD"),
+        ("/vmcore", f"{vmcore_size} bytes ({size_text(vmcore_size)}), {len(dump.ranges)} PT_LOAD"),
         ("os_info", osinfo),
         ("vmcoreinfo", rep.vmcoreinfo_source),
         ("checks", f"{len(rep.checks) - len(bad)} OK, {len(bad)} BAD" + (" ('vmcorefs check' tells which)"

@@ -23,6 +23,7 @@ from __future__ import annotations
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
 from ..osinfo import parse_vmcoreinfo
+from ..units import size_text
 from .extents import LiveText
 from .tree import Directory, File, text_file
 
@@ -35,15 +36,8 @@ ENVIRONMENT_NOTES = {
 }
 
 
-def _size(n: int) -> str:
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << (shift - 10)) == 0:
-            return f"{n / (1 << shift):g} {unit}"
-    return f"{n} bytes"
-
-
 def _ranges(ranges: list[tuple[int, int]]) -> list[str]:
-    return [f"  {s:#018x}-{e - 1:#018x}  {_size(e - s)}" for s, e in ranges]
+    return [f"  {s:#018x}-{e - 1:#018x}  {size_text(e - s)}" for s, e in ranges]
 
 
 def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None = None) -> str:
@@ -77,19 +71,19 @@ def summary_text(dump: Dump) -> str:
            f"environment: {m.environment}" + ENVIRONMENT_NOTES.get(m.environment, ""),
            f"mode: {dump.mode}",
            f"why: {dump.why}",
-           f"memory: {_size(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"]
+           f"memory: {size_text(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"]
     out += _ranges(m.memory)
     exported = sum(e - s for s, e in dump.ranges)
-    out.append(f"exported: {_size(exported)} in {len(dump.ranges)} range(s)")
+    out.append(f"exported: {size_text(exported)} in {len(dump.ranges)} range(s)")
     out += _ranges(dump.ranges)
     if m.sclp:
-        out.append(f"hsa: {_size(m.hsa_size)} ({m.hsa_size:#x})"
+        out.append(f"hsa: {size_text(m.hsa_size)} ({m.hsa_size:#x})"
                    + (", released" if dump.hsa and dump.hsa.released else ""))
     if dump.swap:
         out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
     if rep.crashkernel:
         b, s = rep.crashkernel
-        out.append(f"crashkernel: {b:#x}-{b + s - 1:#x} ({_size(s)})")
+        out.append(f"crashkernel: {b:#x}-{b + s - 1:#x} ({size_text(s)})")
     else:
         out.append("crashkernel: none")
     out.append(f"cpus: {len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: "

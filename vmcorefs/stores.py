@@ -145,6 +145,20 @@ class RawFileStore(Store):
             self.fd = -1
 
 
+_BLOCK = 1 << 20
+_offsets_in_block: int | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block, as one int
+
+
+def _block_offsets() -> int:
+    global _offsets_in_block
+    if _offsets_in_block is None:
+        words = array("Q", range(0, _BLOCK, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        _offsets_in_block = int.from_bytes(words.tobytes(), "big")
+    return _offsets_in_block
+
+
 def address_words(address: int, length: int, tag: int = 0) -> bytes:
     """
     Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
@@ -155,13 +169,29 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
     start = address & ~7
     end = (address + length + 7) & ~7
     low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
-    if end <= low:  # the tag's bits lie above every address: XOR is addition
+    if end <= low and end - start >= _BLOCK // 4:
+        # the tag's bits lie above every address: a word is (tag | block) | offset,
+        # made a whole 1 MiB block at a time by one OR of big integers (large reads)
+        parts = []
+        pos = start
+        while pos < end:
+            block = pos - pos % _BLOCK
+            high = int.from_bytes((tag | block).to_bytes(8, "big") * (_BLOCK // 8), "big")
+            data = (high | _block_offsets()).to_bytes(_BLOCK, "big")
+            stop = min(end - block, _BLOCK)
+            parts.append(data[pos - block:stop])
+            pos = block + stop
+        data = b"".join(parts)
+    elif end <= low:  # XOR is addition
         words = array("Q", range(start + tag, end + tag, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
     else:
         words = array("Q", [a ^ tag for a in range(start, end, 8)])
-    if struct.pack("=H", 1) != struct.pack(">H", 1):
-        words.byteswap()
-    data = words.tobytes()
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
     return data[address - start:address - start + length]
 
 

@@ -27,6 +27,7 @@ set -euo pipefail
 refresh=0
 if [ "${1:-}" = --refresh ]; then refresh=1; shift; fi
 sysroot=${1:-${VMCOREFS_S390X_SYSROOT:-/var/tmp/vmcorefs-s390x-sysroot}}
+while [ ${#sysroot} -gt 1 ] && [ "${sysroot%/}" != "$sysroot" ]; do sysroot=${sysroot%/}; done
 tools=(makedumpfile crash)
 arch=s390x
 format="# vmcorefs s390x sysroot 1: ${tools[*]}"
@@ -34,6 +35,8 @@ stamp="$sysroot/.vmcorefs-sysroot"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 log() { echo "s390x-sysroot: $*" >&2; }
+tmp="" new="" cand=""
+trap 'rm -rf ${tmp:+"$tmp"} ${new:+"$new"} ${cand:+"$cand"}' EXIT
 
 tools_run() {
     command -v qemu-s390x >/dev/null 2>&1 \
@@ -46,13 +49,18 @@ if [ $refresh = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$format" ]
     echo "$sysroot"
     exit 0
 fi
+# the sysroot is replaced as a whole: never a directory this script did not make
+if [ -e "$sysroot" ] && [ ! -f "$stamp" ] && [ -n "$(ls -A "$sysroot" 2>&1)" ]; then
+    log "$sysroot exists and is no sysroot of this script (no $stamp): remove it yourself, or give another path"
+    exit 1
+fi
 
 # 1. qemu-user on the host (provides /usr/bin/qemu-s390x; no binfmt_misc
 #    needed: the tools are started through qemu-s390x explicitly)
 if ! command -v qemu-s390x >/dev/null 2>&1; then
     log "installing qemu-user"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
 fi
 
 # 2. the s390x package lists
@@ -121,26 +129,32 @@ done
 count=$(printf '%s' "$want" | grep -c .)
 
 # 4. download and unpack, unless the sysroot already holds exactly these versions
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$format"$'\n'"$want" ] && tools_run "$sysroot"; then
+#    (the stamp, byte for byte: $(cat) would drop its last newline)
+cand=$(mktemp "${TMPDIR:-/tmp}/vmcorefs-s390x-stamp.XXXXXX")
+printf '%s\n%s' "$format" "$want" > "$cand"
+if [ -f "$stamp" ] && cmp -s "$cand" "$stamp" && tools_run "$sysroot"; then
     log "$sysroot is up to date ($count packages)"
 else
     log "building $sysroot from $count packages: $(printf '%s' "$want" | tr '\n' ' ')"
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/vmcorefs-s390x-debs.XXXXXX")
-    trap 'rm -rf "$tmp"' EXIT
     chmod 755 "$tmp"   # lets apt-get download fetch as _apt
     # shellcheck disable=SC2046
     (cd "$tmp" && apt-get download -q=2 $(printf '%s' "$want") 2>&1 \
         | { grep -v "unsandboxed as root" || true; } >&2)
     n=$(find "$tmp" -maxdepth 1 -name '*.deb' | wc -l)
     [ "$n" -eq "$count" ] || { log "downloaded $n of $count packages"; exit 1; }
-    rm -rf "$sysroot.new"
-    mkdir -p "$sysroot.new"
+    mkdir -p "$(dirname "$sysroot")"
+    new=$(mktemp -d "$sysroot.new.XXXXXX")   # beside it, so that mv renames
+    chmod 755 "$new"
     for deb in "$tmp"/*.deb; do
-        dpkg-deb -x "$deb" "$sysroot.new"
+        dpkg-deb -x "$deb" "$new"
     done
-    printf '%s\n%s' "$format" "$want" > "$sysroot.new/.vmcorefs-sysroot"
+    cp "$cand" "$new/.vmcorefs-sysroot"
+    chmod 644 "$new/.vmcorefs-sysroot"
+    # checked above: no sysroot yet, an empty directory, or one this script made
     rm -rf "$sysroot"
-    mv "$sysroot.new" "$sysroot"
+    mv "$new" "$sysroot"
+    new=""
 fi
 
 # 5. check that the tools start under qemu

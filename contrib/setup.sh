@@ -22,22 +22,27 @@ sudo=""
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     if ! "$python" -m venv .venv 2>/dev/null; then
         rm -rf .venv
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv python3-dev >/dev/null
+        $sudo apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-dev >/dev/null
         "$python" -m venv .venv
     fi
 fi
 extra=""
 [ "${1:-}" = test ] && extra="[test]"
+# pipefail: pip's failure fails the pipeline; grep finding nothing to print does not
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
-    | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
-.venv/bin/python -c "import pyfuse3, trio, elftools" || { echo "setup: the Python packages did not install" >&2; exit 1; }
+    | { grep -v -e "^WARNING: Location" -e "^$" || true; } >&2 \
+    || { echo "setup: pip install failed" >&2; exit 1; }
+# -I: not from the current directory, but as installed
+.venv/bin/python -I -c "import vmcorefs, pyfuse3, trio, elftools" \
+    || { echo "setup: the Python packages did not install" >&2; exit 1; }
 
 if [ "${1:-}" = test ]; then
     # Debian's s390x makedumpfile and crash (+ libraries) unpacked into a

@@ -27,8 +27,11 @@
 # Each dump is DIR/vmcore-YYYYmmdd-HHMMSS.elf with .sha256 and .meminfo.txt
 # beside it. A dump interrupted by a reset is resumed at the next run (the
 # newest *.vmcorefs-partial in DIR), after vmcorefs has verified what was
-# written. Exit status: 0 saved, 1 failed (the action is not taken then, so
-# that someone can look).
+# written; a partial dump that cannot be resumed (damaged, or of another
+# dump) is started over instead. Mounts left behind by a killed run are
+# detached first. Exit status: 0 saved, 1 failed (the action is not taken
+# then, so that someone can look), 143 (SIGTERM) or 130 (SIGINT): stopped,
+# the next run resumes.
 set -u
 
 log() { echo "vmcorefs-dump: $*" >&2; }
@@ -46,6 +49,7 @@ conf=${VMCOREFS_DUMP_CONF:-/etc/vmcorefs/dump.conf}
 [ -r "$conf" ] && . "$conf"
 cmdline=${VMCOREFS_DUMP_CMDLINE:-/proc/cmdline}
 if [ -r "$cmdline" ]; then
+    set -f  # split the command line into words, but expand no pattern in it
     for word in $(cat "$cmdline"); do
         case $word in
             vmcorefs.source=*) VMCOREFS_DUMP_SOURCE=${word#*=} ;;
@@ -55,6 +59,7 @@ if [ -r "$cmdline" ]; then
             vmcorefs.action=*) VMCOREFS_DUMP_ACTION=${word#*=} ;;
         esac
     done
+    set +f
 fi
 [ -n "$env_source" ] && VMCOREFS_DUMP_SOURCE=$env_source
 [ -n "$env_target" ] && VMCOREFS_DUMP_TARGET=$env_target
@@ -65,14 +70,28 @@ vmcorefs=${VMCOREFS:-vmcorefs}
 run=${VMCOREFS_DUMP_RUN:-/run/vmcorefs}
 mnt=$run/mnt
 target_mnt=$run/target
-mounted_fs="" mounted_target=""
+mounted_fs="" mounted_target="" save_pid=""
 
 cleanup() {
     [ -n "$mounted_fs" ] && { "$vmcorefs" umount "$mnt" || "$vmcorefs" umount --lazy "$mnt"; } >/dev/null 2>&1
     [ -n "$mounted_target" ] && umount "$target_mnt" 2>/dev/null
     mounted_fs="" mounted_target=""
 }
-trap 'cleanup; exit 130' INT TERM
+# A signal stops the save (it records what reached the disk, so that the
+# next run resumes), then the mounts go. The save runs in the background
+# with 'wait': a shell runs no trap while a foreground command runs, and
+# systemd (KillMode=mixed) signals only this shell.
+stop() {
+    trap '' INT TERM
+    if [ -n "$save_pid" ]; then
+        kill -TERM "$save_pid" 2>/dev/null
+        wait "$save_pid"
+    fi
+    cleanup
+    exit "$1"
+}
+trap 'stop 130' INT
+trap 'stop 143' TERM
 
 # an initramfs may have none of these yet
 [ -e /proc/self ] || mount -t proc proc /proc
@@ -80,13 +99,22 @@ trap 'cleanup; exit 130' INT TERM
 [ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
 command -v "$vmcorefs" >/dev/null 2>&1 || die "$vmcorefs not found: set VMCOREFS or put vmcorefs on the PATH"
 
+# a killed run may have left its mounts: a stale vmcorefs mount (its daemon
+# gone) and the dump disk
+if [ -d "$run" ]; then
+    "$vmcorefs" umount --lazy "$mnt" >/dev/null 2>&1 && log "detached $mnt, left mounted by an earlier run"
+fi
 mkdir -p "$mnt" "$target_mnt" || die "cannot create $run"
 dir=$VMCOREFS_DUMP_DIR
 if [ -n "$VMCOREFS_DUMP_TARGET" ]; then
     dev=$VMCOREFS_DUMP_TARGET
     case $dev in LABEL=*|UUID=*) dev=$(blkid -l -o device -t "$dev") || die "no disk $VMCOREFS_DUMP_TARGET";; esac
+    if mountpoint -q "$target_mnt"; then
+        log "unmounting $target_mnt, left mounted by an earlier run"
+        umount "$target_mnt" || umount -l "$target_mnt" || die "cannot unmount $target_mnt"
+    fi
+    mounted_target=1  # already: a signal during mount runs its trap right after it
     mount "$dev" "$target_mnt" || die "cannot mount the dump disk $dev"
-    mounted_target=1
     dir=$target_mnt/${VMCOREFS_DUMP_DIR#/}
 fi
 mkdir -p "$dir" || die "cannot create $dir"
@@ -96,7 +124,8 @@ name=""
 for partial in "$dir"/vmcore-*.elf.vmcorefs-partial; do
     [ -e "$partial" ] && name=$(basename "${partial%.vmcorefs-partial}")
 done
-[ -n "$name" ] && log "resuming $dir/$name"
+resuming=""
+[ -n "$name" ] && { resuming=1; log "resuming $dir/$name"; }
 [ -n "$name" ] || name=vmcore-$(date +%Y%m%d-%H%M%S).elf
 out=$dir/$name
 
@@ -107,22 +136,40 @@ else
     modprobe fuse 2>/dev/null || true
     [ -c /dev/fuse ] || die "/dev/fuse is missing: load the fuse module"
     log "mounting $VMCOREFS_DUMP_SOURCE on $mnt (mode $VMCOREFS_DUMP_MODE)"
+    mounted_fs=1  # already: a signal during mount runs its trap right after it
     "$vmcorefs" mount "$VMCOREFS_DUMP_SOURCE" "$mnt" --mode "$VMCOREFS_DUMP_MODE" \
         || die "cannot mount $VMCOREFS_DUMP_SOURCE"
-    mounted_fs=1
     cp "$mnt/meminfo/summary" "${out%.elf}.meminfo.txt" 2>/dev/null || log "no /meminfo/summary saved"
     src=$mnt
 fi
 
+# run_save [OPTION]: vmcorefs save in the background (see stop); sets status
+run_save() {
+    "$vmcorefs" save "$src" "$out" --progress --sha256-file --sync "$@" &
+    save_pid=$!
+    wait "$save_pid"
+    status=$?
+    save_pid=""
+}
+# the chunks the partial dump records as written
+recorded() { grep -c '^done ' "$out.vmcorefs-partial" 2>/dev/null || true; }
+
 log "saving $src to $out"
-"$vmcorefs" save "$src" "$out" --progress --sha256-file --sync
-status=$?
-cleanup
+before=$(recorded)
+run_save
+if [ $status -eq 1 ] && [ -n "$resuming" ] && [ "$(recorded)" = "$before" ]; then
+    # refused before writing anything: a damaged partial file, or one of
+    # another dump; resuming would fail at every boot
+    log "cannot resume $out: starting it over (--restart)"
+    run_save --restart
+fi
 if [ $status -ne 0 ]; then
     die "the dump was not saved (exit $status); $out.vmcorefs-partial lets the next run resume"
 fi
+sha256=$(cut -d' ' -f1 "$out.sha256")  # before the dump disk is unmounted
+cleanup
 sync
-log "saved $out ($(cut -d' ' -f1 "$out.sha256"))"
+log "saved $out ($sha256)"
 
 case $VMCOREFS_DUMP_ACTION in
     reboot) log "rebooting"; reboot -f ;;

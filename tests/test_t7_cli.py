@@ -387,6 +387,158 @@ def test_save_to_a_block_device(tmp_path):
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
+def test_checksum_stays_out_of_a_dump_on_standard_output(tmp_path):
+    """/dev/stdout or a file standard output also writes to: the SHA-256 line goes to stderr, not into the dump."""
+    desc = small_machine(tmp_path)
+    want = vmcore_bytes(str(desc))
+    digest = hashlib.sha256(want).hexdigest()
+    res = subprocess.run(VMCOREFS + ["save", str(desc), "/dev/stdout"], capture_output=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout) == len(want) and res.stdout == want
+    assert f"{digest}  /dev/stdout".encode() in res.stderr
+    out = tmp_path / "same.elf"
+    with open(out, "wb") as f:  # vmcorefs save SOURCE same.elf > same.elf
+        res = subprocess.run(VMCOREFS + ["save", str(desc), str(out)], stdout=f, stderr=subprocess.PIPE,
+                             text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes() == want and f"{digest}  {out}" in res.stderr
+
+
+def test_no_sparse_is_honoured_without_sha256(tmp_path):
+    """--no-sparse --no-sha256: every byte allocated, not the kernel copy that skips holes."""
+    desc = small_machine(tmp_path, every=9)
+    want = vmcore_bytes(str(desc))
+    out = tmp_path / "dense.elf"
+    run_vmcorefs("save", desc, out, "--no-sha256", "--no-sparse")
+    assert out.read_bytes() == want
+    assert out.stat().st_blocks * 512 >= len(want) - PAGE
+
+
+def test_state_records_only_chunks_that_reached_the_disk(tmp_path, monkeypatch, capsys):
+    """
+    The output is fdatasync'ed before the chunks are recorded (so a power
+    loss cannot leave a state naming data the disk never got); after a
+    failed fdatasync those chunks are never recorded, and the save resumes
+    from the last synced chunk to the right file.
+    """
+    import errno
+
+    import vmcorefs.save as save_mod
+    desc = small_machine(tmp_path)
+    out = tmp_path / "dump.elf"
+    state = Path(str(out) + ".vmcorefs-partial")
+    recorded = lambda: state.read_text().count("\ndone ")  # noqa: E731
+    real_sync = os.fdatasync
+    seen = []
+
+    def sync(fd):
+        seen.append(recorded())  # what the state holds when the sync starts
+        real_sync(fd)
+    monkeypatch.setattr(save_mod, "SYNC_CHUNKS", 3, raising=False)  # batches of 3 chunks
+    monkeypatch.setattr(os, "fdatasync", sync)
+    assert save_mod.save(str(desc), str(out), chunk=MIB, stop_after=10 * MIB) == 3
+    assert seen == [0, 3, 6, 9] and recorded() == 10  # the last one: the stop commits what was written
+
+    calls = []
+
+    def failing_sync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+    monkeypatch.setattr(os, "fdatasync", failing_sync)
+    with pytest.raises(save_mod.SaveError) as exc:
+        save_mod.save(str(desc), str(out))  # resumes at chunk 10: synced after 12, fails after 15
+    assert "fdatasync failed" in str(exc.value) and "\n" not in str(exc.value)
+    assert len(calls) == 2 and recorded() == 13  # chunks 13-15 were written, never recorded
+    monkeypatch.setattr(os, "fdatasync", real_sync)
+    assert save_mod.save(str(desc), str(out)) == 0
+    assert out.read_bytes() == vmcore_bytes(str(desc)) and not state.exists()
+    assert "resuming" in capsys.readouterr().err
+
+
+def test_sparse_save_cuts_the_file_only_where_a_chunk_ends_in_a_hole(tmp_path, monkeypatch, capsys):
+    """ftruncate only where a chunk ends in zero pages (and once at the end), not once per chunk."""
+    import vmcorefs.save as save_mod
+    desc = small_machine(tmp_path, every=1)
+    want = vmcore_bytes(str(desc))
+    real_ftruncate = os.ftruncate
+    calls = []
+
+    def ftruncate(fd, size):
+        calls.append(size)
+        real_ftruncate(fd, size)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    out = tmp_path / "dump.elf"
+    assert save_mod.save(str(desc), str(out), chunk=MIB) == 0
+    assert out.read_bytes() == want
+    chunks = range(MIB, len(want), MIB)
+    ends_in_zeros = [end for end in chunks if want[end - PAGE:end].count(0) == PAGE]
+    assert len(chunks) >= 16 and len(ends_in_zeros) < len(chunks) // 2
+    assert sorted(set(calls) - {len(want)}) == sorted(ends_in_zeros), calls
+    # the same for the kernel copy of --no-sha256
+    calls.clear()
+    assert save_mod.save(str(desc), str(out), chunk=MIB, checksum=False, force=True) == 0
+    assert out.read_bytes() == want
+    assert sorted(set(calls) - {0, len(want)}) == sorted(ends_in_zeros), calls
+
+
+def test_store_pieces_knows_dump_and_elf_stores_by_class(tmp_path):
+    """--no-sha256's kernel copy finds the file regions of s390 dump files and ELF cores, subclasses too."""
+    from vmcorefs.save import _store_pieces
+    from vmcorefs.sources.elfcore import ElfMemoryStore
+    from vmcorefs.sources.s390dump import DumpFileStore
+
+    class Dump(DumpFileStore):
+        pass
+
+    class Elf(ElfMemoryStore):
+        pass
+    img = tmp_path / "mem.img"
+    img.write_bytes(bytes(0x1000) + os.urandom(2 * MIB))
+    d = Dump(str(img), 2 * MIB)
+    e = Elf(str(img), [dict(p_paddr=0, p_memsz=3 * MIB, p_offset=0x1000, p_filesz=2 * MIB)])
+    try:
+        assert _store_pieces(d, PAGE, 2 * PAGE) == [("copy", d.file.fd, 0x1000 + PAGE, 2 * PAGE)]
+        assert _store_pieces(e, 2 * MIB - PAGE, 2 * PAGE) == [("copy", e.file.fd, 0x1000 + 2 * MIB - PAGE, PAGE),
+                                                               ("zero", 0, 0, PAGE)]
+    finally:
+        d.close()
+        e.close()
+
+
+def test_save_of_a_plain_directory_needs_a_dump_in_it(tmp_path):
+    """DIR/vmcore is copied as it is only from a mount point, or when it is an ELF dump."""
+    desc = small_machine(tmp_path)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "vmcore").write_text("not a dump\n")
+    one_line_error(run_vmcorefs("save", plain, tmp_path / "o.elf", check=False), "not a vmcorefs mount point")
+    assert not (tmp_path / "o.elf").exists()
+    run_vmcorefs("save", desc, plain / "vmcore", "--force")  # an ELF dump there: copied
+    res = run_vmcorefs("save", plain, tmp_path / "o.elf")
+    assert (tmp_path / "o.elf").read_bytes() == (plain / "vmcore").read_bytes()
+    assert sha_line(res.stdout)[0] == sha256_file(plain / "vmcore")
+
+
+def test_a_refused_save_leaves_no_empty_output(tmp_path):
+    desc = small_machine(tmp_path)
+    out = tmp_path / "new.elf"
+    state = Path(str(out) + ".vmcorefs-partial")
+    state.write_text("garbage\n")  # a damaged state
+    one_line_error(run_vmcorefs("save", desc, out, check=False), "damaged", "--restart")
+    assert not out.exists()
+    state.unlink()
+    small = small_machine(tmp_path, "small", size=8 * MIB)  # the state of a save of another size
+    run_vmcorefs("save", small, out, "--chunk-size", "1M", "--stop-after", "2M", check=False)
+    out.unlink()
+    one_line_error(run_vmcorefs("save", desc, out, check=False), "--restart")
+    assert not out.exists()
+    one_line_error(run_vmcorefs("save", desc, tmp_path / "x.elf", "--no-sha256", "--verify", check=False),
+                   "--no-sha256")
+    assert not (tmp_path / "x.elf").exists()
+
+
 # --------------------------------------------------------------------------
 # the README's own commands
 
@@ -589,6 +741,141 @@ def test_dump_environment_script(tmp_path):
     subprocess.run(["sha256sum", "--quiet", "-c", dumps[0].name + ".sha256"], cwd=tmp_path / "crash", check=True)
     assert "mode: standalone" in Path(str(dumps[0])[:-4] + ".meminfo.txt").read_text()
     assert not os.path.ismount(tmp_path / "run" / "mnt")
+
+
+def _dump_script_env(tmp_path: Path, source: Path, **extra: str) -> dict:
+    """The environment of contrib/vmcorefs-dump.sh in the tests: everything below *tmp_path*."""
+    (tmp_path / "vmcorefs").write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} exec "
+                                       f"{shlex.quote(sys.executable)} -m vmcorefs \"$@\"\n")
+    (tmp_path / "vmcorefs").chmod(0o755)
+    return dict(os.environ, VMCOREFS=str(tmp_path / "vmcorefs"), VMCOREFS_DUMP_SOURCE=str(source),
+                VMCOREFS_DUMP_DIR=str(tmp_path / "crash"), VMCOREFS_DUMP_ACTION="none",
+                VMCOREFS_DUMP_RUN=str(tmp_path / "run"), VMCOREFS_DUMP_CONF="/nonexistent",
+                VMCOREFS_DUMP_CMDLINE=str(tmp_path / "cmdline"), **extra)
+
+
+def test_dump_script_runs_again_after_a_killed_run(tmp_path):
+    """
+    What a killed run leaves: a stale vmcorefs mount (daemon gone) and a
+    partial dump that cannot be resumed (here: of another dump). The next
+    run detaches the mount, starts the dump over instead of failing at
+    every boot; the kernel command line's words are not glob patterns.
+    """
+    require_fuse()
+    from conftest import wait_for_mount
+    desc = small_machine(tmp_path)
+    other = small_machine(tmp_path, "other", seed=2)  # same size, other contents
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    old = crash / "vmcore-20000101-000000.elf"
+    run_vmcorefs("save", other, old, "--chunk-size", "1M", "--stop-after", "3M", check=False)
+    assert Path(str(old) + ".vmcorefs-partial").exists()
+    mnt = tmp_path / "run" / "mnt"
+    mnt.mkdir(parents=True)
+    # unquoted, "vmcorefs.m*" would match the file vmcorefs.mode=kdump in the working directory
+    (tmp_path / "cmdline").write_text("console=ttysclp0 vmcorefs.mode=standalone vmcorefs.m*\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "vmcorefs.mode=kdump").write_text("")
+    daemon = subprocess.Popen(VMCOREFS + ["mount", str(desc), str(mnt), "-f"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        wait_for_mount(mnt, daemon)
+        daemon.kill()
+        daemon.wait()
+        with pytest.raises(OSError):
+            os.listdir(mnt)  # ENOTCONN: stale
+        res = subprocess.run(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")],
+                             env=_dump_script_env(tmp_path, desc), cwd=cwd, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert "mode standalone" in res.stderr
+        assert "detached" in res.stderr and "starting it over (--restart)" in res.stderr
+        assert old.read_bytes() == vmcore_bytes(str(desc))
+        assert not Path(str(old) + ".vmcorefs-partial").exists()
+        subprocess.run(["sha256sum", "--quiet", "-c", old.name + ".sha256"], cwd=crash, check=True)
+        assert not os.path.ismount(mnt)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+
+
+def test_dump_script_stops_the_save_on_sigterm(tmp_path):
+    """
+    SIGTERM to the script alone (what systemd's KillMode=mixed sends): the
+    save stops at once (not after the whole dump), the script unmounts and
+    exits 143; the next run resumes to the right file.
+    """
+    require_fuse()
+    small_machine(tmp_path, size=24 * MIB)
+    desc = tmp_path / "slow.toml"  # 1 MiB of HSA per 0.25 s: a few seconds for the first 16 MiB
+    run_vmcorefs("emulate", tmp_path / "m.raw", "-o", desc, "--save-areas", tmp_path / "m.cpu",
+                 "--hsa-size", "16M", "--sclp-latency-us", "250000")
+    (tmp_path / "cmdline").write_text("")
+    env = _dump_script_env(tmp_path, desc)
+    err = tmp_path / "err.txt"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")], env=env, stderr=f)
+    try:
+        deadline = time.monotonic() + 60
+        while "saving" not in err.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert "SIGTERM: stopped after" in text, text  # the save's own message: it was stopped
+    partials = list((tmp_path / "crash").glob("vmcore-*.elf.vmcorefs-partial"))
+    assert len(partials) == 1
+    out = Path(str(partials[0])[:-len(".vmcorefs-partial")])
+    size = out.stat().st_size
+    assert size < 24 * MIB
+    assert not os.path.ismount(tmp_path / "run" / "mnt")
+    time.sleep(0.5)
+    assert out.stat().st_size == size  # nothing writes any more
+    res = subprocess.run(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr and "--restart" not in res.stderr
+    assert out.read_bytes() == vmcore_bytes(str(desc))
+
+
+def test_dump_script_mounts_a_dump_disk_left_mounted(tmp_path):
+    """A killed run left the dump disk mounted on the target directory: unmounted, mounted again, dump saved."""
+    require_fuse()
+    if shutil.which("mkfs.ext4") is None or shutil.which("losetup") is None or shutil.which("mountpoint") is None:
+        pytest.skip("needs mkfs.ext4, losetup and mountpoint")
+    desc = small_machine(tmp_path)
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(disk)], check=True)
+    env = _dump_script_env(tmp_path, desc)
+    (tmp_path / "cmdline").write_text("")
+    target = tmp_path / "run" / "target"
+    check = tmp_path / "check"
+    (tmp_path / "want.elf").write_bytes(vmcore_bytes(str(desc)))
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k.startswith("VMCOREFS"))
+    res = _in_namespace(exports + f"""
+dev=$(losetup -f --show {disk})
+trap 'umount {target} 2>/dev/null || true; umount {check} 2>/dev/null || true; losetup -d "$dev"' EXIT
+mkdir -p {target} {check}
+mount "$dev" {target}
+VMCOREFS_DUMP_TARGET=$dev VMCOREFS_DUMP_DIR=/crash sh {REPO / "contrib" / "vmcorefs-dump.sh"}
+! mountpoint -q {target}
+mount "$dev" {check}
+ls {check}/crash
+cmp {check}/crash/vmcore-*.elf {tmp_path / "want.elf"}
+echo done
+""", tmp_path)
+    assert res.returncode == 0 and res.stdout.strip().endswith("done"), res.stdout + res.stderr
+    assert "left mounted by an earlier run" in res.stderr
 
 
 def test_systemd_unit_runs_the_script():

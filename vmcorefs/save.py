@@ -20,8 +20,10 @@ file, a block device or a pipe, the job zfcpdump's user space or
   every byte; a pipe or character device is written sequentially;
 - the SHA-256 of the whole dump is printed at the end (and written to
   ``OUT.sha256`` in ``sha256sum`` format on request);
-- an interrupted save resumes: ``OUT.vmcorefs-partial`` records, after each
-  chunk reached the file, the SHA-256 of the dump up to that chunk's end.
+- an interrupted save resumes: ``OUT.vmcorefs-partial`` records, for each
+  chunk that reached the disk (the output is ``fdatasync``'ed every few
+  chunks before they are recorded), the SHA-256 of the dump up to that
+  chunk's end.
   On resume the written prefix is read back and hashed, and every recorded
   value must match (so the final SHA-256 covers the bytes really in the
   file); the source must still give the same first and last chunk. A
@@ -62,6 +64,10 @@ log = logging.getLogger(__name__)
 PAGE = 4096
 BLOCK = 64 << 10  # zero check: whole blocks first, pages only inside non-zero blocks
 DEFAULT_CHUNK = 8 << 20
+# written chunks are fdatasync'ed and recorded in the state file in batches:
+# every SYNC_CHUNKS chunks or SYNC_BYTES bytes, whichever comes first
+SYNC_CHUNKS = 4
+SYNC_BYTES = 64 << 20
 STATE_MAGIC = "vmcorefs-partial 1"
 ELF_MAGIC = b"\x7fELF"
 ZERO_PAGE = bytes(PAGE)
@@ -127,9 +133,9 @@ class FileSource(Source):
 class ViewSource(Source):
     """``/vmcore`` built in this process from a machine (no FUSE)."""
 
-    def __init__(self, source: str, machine, vmcore, dump=None) -> None:
+    def __init__(self, source: str, vmcore, dump) -> None:
         self.description = source
-        self.machine = machine
+        self.machine = dump.machine
         self.vmcore = vmcore
         self.dump = dump
         self.size = vmcore.size
@@ -158,8 +164,7 @@ class ViewSource(Source):
                 n = min(length - pos, ext.length - rel)
                 if isinstance(ext, ZeroExtent):
                     pass
-                elif isinstance(ext, MemoryExtent) and self.dump is not None \
-                        and getattr(ext.read_fn, "__self__", None) is self.dump:
+                elif isinstance(ext, MemoryExtent) and getattr(ext.read_fn, "__self__", None) is self.dump:
                     p = pos
                     for kind, a, b, m in _old_memory_pieces(self.dump, ext.address + rel, n):
                         if kind == "copy":
@@ -194,6 +199,8 @@ def _store_pieces(store, address: int, length: int) -> list[tuple]:
     ``("zero", 0, 0, n)`` or ``("read", 0, 0, n)`` (anything else: generated
     memory, patches, what a file does not hold, where reading raises).
     """
+    from .sources.elfcore import ElfMemoryStore
+    from .sources.s390dump import DumpFileStore
     from .stores import OverlayStore, RawFileStore, SliceStore
     if isinstance(store, RawFileStore):
         if store.fd >= 0 and address + length <= store.file_size:
@@ -215,10 +222,10 @@ def _store_pieces(store, address: int, length: int) -> list[tuple]:
         if pos < end:
             out += _store_pieces(store.base, pos, end - pos)
         return out
-    elif type(store).__name__ == "DumpFileStore" and isinstance(getattr(store, "file", None), RawFileStore):
+    elif isinstance(store, DumpFileStore) and isinstance(store.file, RawFileStore):
         from .layouts import DF_S390_HDR_SIZE
         return _store_pieces(store.file, DF_S390_HDR_SIZE + address, length)
-    elif type(store).__name__ == "ElfMemoryStore" and isinstance(getattr(store, "file", None), RawFileStore):
+    elif isinstance(store, ElfMemoryStore) and isinstance(store.file, RawFileStore):
         out = []
         pos, end = address, address + length
         for ph in store.loads:
@@ -273,12 +280,17 @@ def _is_dump_file(path: str) -> bool:
     if real == "/proc/vmcore":
         return True
     if os.path.basename(real) == "vmcore" and os.path.ismount(os.path.dirname(real)):
-        try:
-            with open(real, "rb") as f:
-                return f.read(4) == ELF_MAGIC
-        except OSError as exc:
-            raise _source_error(path, exc) from None
+        return _has_elf_magic(real)
     return False
+
+
+def _has_elf_magic(path: str) -> bool:
+    """Whether the file *path* starts with the ELF magic."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ELF_MAGIC
+    except OSError as exc:
+        raise _source_error(path, exc) from None
 
 
 async def open_source(source: str, mode: str | None) -> Source:
@@ -299,6 +311,9 @@ async def open_source(source: str, mode: str | None) -> Source:
         if not os.path.exists(path):
             raise InputError(f"{source} is a directory without a vmcore file: give a vmcorefs mount point, "
                              "a machine description, a dump file or 'demo'")
+        if not os.path.ismount(source) and not _has_elf_magic(path):
+            raise InputError(f"{source} is not a vmcorefs mount point and its vmcore is no ELF dump: give a "
+                             "vmcorefs mount point, a machine description, a dump file or 'demo'")
     elif st is not None and _is_dump_file(source):
         path = source
     if path is not None:
@@ -318,7 +333,7 @@ async def open_source(source: str, mode: str | None) -> Source:
         machine.close()
         raise
     log.info("%s: %s mode (%s), /vmcore has %d bytes", source, dump.mode, dump.why, vmcore.size)
-    return ViewSource(source, machine, vmcore, dump)
+    return ViewSource(source, vmcore, dump)
 
 
 # --------------------------------------------------------------------------
@@ -406,7 +421,7 @@ class Output:
         self.path = path
         self.fd = -1
         self.existing = False
-        self.end = 0  # regular file: its size as we made it
+        self.end = 0  # regular file: its size as we made it (or larger)
         if path == "-":
             self.kind = "stream"
             self.fd = os.dup(sys.stdout.fileno())
@@ -432,17 +447,8 @@ class Output:
                                  f"(e.g. {os.path.join(path, 'dump.elf')})")
             else:
                 self.kind = "stream"
-            flags = os.O_CLOEXEC
-            if self.kind == "file":
-                flags |= os.O_RDWR | os.O_CREAT
-            elif self.kind == "block":
-                flags |= os.O_RDWR
-            else:
-                flags |= os.O_WRONLY
-            try:
-                self.fd = os.open(path, flags, 0o600)  # a dump holds every secret the system had
-            except OSError as exc:
-                raise InputError(f"cannot open {path} for writing: {exc.strerror}") from None
+            if st is not None:  # a new file is made by create(), once the save is sure to start
+                self._open(0)
         self.sparse = sparse and self.kind == "file"
         self.resumable = self.kind in ("file", "block")
         if self.kind == "block":
@@ -452,9 +458,37 @@ class Output:
                 raise InputError(f"{path} holds {dev_size} bytes ({human_size(dev_size)}), the dump needs "
                                  f"{size} bytes: use a larger device, or a file")
 
+    def _open(self, create: int) -> None:
+        flags = os.O_CLOEXEC | create
+        if self.kind in ("file", "block"):
+            flags |= os.O_RDWR
+        else:
+            flags |= os.O_WRONLY
+        try:
+            self.fd = os.open(self.path, flags, 0o600)  # a dump holds every secret the system had
+        except OSError as exc:
+            raise InputError(f"cannot open {self.path} for writing: {exc.strerror}") from None
+
+    def create(self) -> None:
+        """Create the output file if it does not exist yet (after every check passed)."""
+        if self.fd < 0:
+            self._open(os.O_CREAT)
+
+    def is_stdout(self) -> bool:
+        """Whether the output is what file descriptor 1 writes to (``-``, ``/dev/stdout``, the same file)."""
+        if self.path == "-":
+            return True
+        if self.fd < 0:
+            return False
+        try:
+            a, b = os.fstat(self.fd), os.fstat(1)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     def same_file(self, path: str) -> bool:
         """Whether *path* is the output itself."""
-        if self.kind == "stream":
+        if self.kind == "stream" or self.fd < 0:  # a file not created yet is nothing read from
             return False
         try:
             a, b = os.fstat(self.fd), os.stat(path)
@@ -481,6 +515,18 @@ class Output:
                 n = os.pwrite(self.fd, mv, offset)
             mv = mv[n:]
             offset += n
+        self.written_to(offset)
+
+    def written_to(self, end: int) -> None:
+        """Note that the file now reaches at least *end* (a write there)."""
+        if end > self.end:
+            self.end = end
+
+    def extend(self, size: int) -> None:
+        """Make a regular file at least *size* bytes long (a hole at its end); only when it is shorter."""
+        if self.kind == "file" and self.end < size:
+            os.ftruncate(self.fd, size)
+            self.end = size
 
     def sync(self) -> None:
         if self.kind in ("file", "block"):
@@ -580,6 +626,7 @@ def _copy_region(fd: int, src: int, out: "Output", dst: int, length: int) -> int
             off += k
             n -= k
             copied += k
+            out.written_to(dst + (off - src))
         pos = hole
     return copied
 
@@ -688,8 +735,7 @@ class State:
 class SaveResult:
     """What :func:`save` did."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self) -> None:
         self.sha256 = ""
         self.resumed_from = 0
         self.copied = 0  # bytes saved by this run (holes included)
@@ -701,21 +747,25 @@ class Saver:
     """Copies a source to an output chunk by chunk, hashing, recording progress in a state file."""
 
     def __init__(self, source: Source, out: Output, state: State | None, chunk: int,
-                 progress: Progress | None, checksum: bool = True) -> None:
+                 checksum: bool = True) -> None:
         self.source = source
         self.out = out
         self.state = state
         self.chunk = chunk
-        self.progress = progress
+        self.progress: Progress | None = None  # set by _save_to when progress is shown
         self.checksum = checksum
         # without a checksum nothing needs the bytes here: a raw image's
-        # regions are copied in the kernel, its holes skipped
-        self.fast = not checksum and out.kind == "file" and isinstance(source, ViewSource)
+        # regions are copied in the kernel, its holes skipped (so only into
+        # a sparse file: --no-sparse wants every byte written)
+        self.fast = not checksum and out.sparse and isinstance(source, ViewSource)
         self.hasher = hashlib.sha256()
-        self.result = SaveResult(source.size)
+        self.result = SaveResult()
         self.done = 0
         self.signal: int | None = None
         self.error: BaseException | None = None
+        self.pending: list[tuple[int, str]] = []  # (index, digest) written, not yet synced and recorded
+        self.pending_bytes = 0
+        self.sync_failed = False
 
     def write_data(self, offset: int, data: bytes) -> None:
         """Write one chunk (runs in a worker thread while another one hashes it)."""
@@ -727,8 +777,7 @@ class Saver:
                 out.write_at(offset + start, mv[start:end])
                 written += end - start
             self.result.holes += len(data) - written
-            if out.end < offset + len(data):
-                out.truncate(offset + len(data))
+            out.extend(offset + len(data))  # only when the chunk ends in a hole
         else:
             out.write_at(offset, data)
 
@@ -748,8 +797,7 @@ class Saver:
                 _kind, fd, src, n = item[1:]
                 written += _copy_region(fd, src, out, offset + pos, n)
         self.result.holes += length - written
-        if out.end < offset + length:
-            out.truncate(offset + length)
+        out.extend(offset + length)  # only when the chunk ends in a hole
 
     async def save_chunk(self, index: int, offset: int, length: int, item) -> None:
         """
@@ -778,9 +826,34 @@ class Saver:
             raise failed[0]
         self.result.copied += length
         if self.state is not None:
-            # only now that the bytes are in the file (a process killed
-            # before this line redoes the chunk)
-            self.state.record(index, self.hasher.copy().hexdigest() if self.checksum else "-")
+            # recorded once the bytes are on the disk (see commit); a process
+            # killed before redoes the chunk
+            self.pending.append((index, self.hasher.copy().hexdigest() if self.checksum else "-"))
+            self.pending_bytes += length
+
+    def commit_due(self) -> bool:
+        return len(self.pending) >= SYNC_CHUNKS or self.pending_bytes >= SYNC_BYTES
+
+    async def commit(self) -> None:
+        """
+        ``fdatasync`` the output, then record the chunks written since the
+        last commit in the state file: a recorded chunk is on the disk, so a
+        power loss cannot leave a state that names data the disk never got.
+        After a failed ``fdatasync`` those chunks are never recorded (their
+        pages may be lost although a later sync succeeds); raise the OSError.
+        """
+        if not self.pending or self.sync_failed:
+            return
+        try:
+            await trio.to_thread.run_sync(os.fdatasync, self.out.fd)
+        except OSError:
+            self.sync_failed = True
+            self.pending.clear()
+            raise
+        for index, digest in self.pending:
+            self.state.record(index, digest)
+        self.pending.clear()
+        self.pending_bytes = 0
 
     async def resume(self, state: State) -> int:
         """Verify the prefix *state* records against the output and the source; return where to continue."""
@@ -844,6 +917,11 @@ class Saver:
                             raise SaveError(f"cannot write {self.out.path} at offset {offset:#x}: "
                                             f"{exc.strerror}: {_next_step(exc)}") from None
                         self.done = offset + length
+                        if self.commit_due():
+                            try:
+                                await self.commit()
+                            except OSError as exc:
+                                raise SaveError(_sync_error(self.out.path, exc)) from None
                         if self.progress:
                             self.progress.update(self.done)
             except (SaveError, VmcorefsError) as exc:
@@ -882,6 +960,13 @@ class Saver:
                     pipeline.start_soon(writer, scope)
                     pipeline.start_soon(reader, scope)
                 nursery.cancel_scope.cancel()
+        if self.done < size or self.signal is not None or self.error is not None:
+            # stopped: record what was written, for the resume
+            try:
+                await self.commit()
+            except OSError as exc:
+                if self.error is None:
+                    self.error = SaveError(_sync_error(self.out.path, exc))
         self.result.seconds = time.monotonic() - t0
         if self.error is not None:
             err = self.error
@@ -893,6 +978,11 @@ class Saver:
             raise Stopped(f"{name}: stopped after {self.done} of {size} bytes", 128 + self.signal)
         if self.done < size:
             raise Stopped(f"stopped after {self.done} of {size} bytes (--stop-after)", 3)
+
+
+def _sync_error(path: str, exc: OSError) -> str:
+    return (f"cannot write {path}: fdatasync failed: {exc.strerror}: what was written last may not be "
+            f"on the disk; {_next_step(exc)}")
 
 
 def _next_step(exc: OSError) -> str:
@@ -1015,7 +1105,8 @@ async def _save_to(src: Source, source_name: str, out_path: str, o: dict) -> int
             state = old
         elif spath is not None:
             state = State(spath)
-        saver = Saver(src, out, state, chunk, None, checksum=checksum)
+        out.create()  # only now: a refused run leaves no empty OUT behind
+        saver = Saver(src, out, state, chunk, checksum=checksum)
         if old is not None:
             start = await saver.resume(old)
             state.open_append()
@@ -1073,7 +1164,8 @@ async def _save_to(src: Source, source_name: str, out_path: str, o: dict) -> int
         _report(text)
         if checksum:
             # sha256sum's format, on stdout unless the dump itself went there
-            print(f"{res.sha256}  {out_path}", file=sys.stderr if out_path == "-" else sys.stdout, flush=True)
+            # ("-", /dev/stdout, a file that standard output also writes to)
+            print(f"{res.sha256}  {out_path}", file=sys.stderr if out.is_stdout() else sys.stdout, flush=True)
         return 0
     finally:
         if state is not None:

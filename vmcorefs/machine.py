@@ -41,7 +41,7 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges")
+__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,19 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
         else:
             out.append((start, end))
     return out
+
+
+def parmarea_oldmem(real: Store) -> tuple[int, int] | None:
+    """
+    Return the crashkernel ``(base, size)`` kexec wrote into the parmarea of
+    the kernel at address 0 (OLDMEM_BASE/OLDMEM_SIZE at 0x10418), or None
+    if the size is 0 (the kernel is not a capture kernel).
+
+    :raises MemoryReadError: the parmarea cannot be read
+    """
+    parm = PARMAREA.unpack(real.read(PARMAREA_ADDRESS, PARMAREA.size))
+    base, size = parm["oldmem_base"], parm["oldmem_size"]
+    return (base, size) if size else None
 
 
 class Machine:
@@ -194,13 +207,9 @@ class Machine:
         if self.oldmem is not None:
             return self.oldmem
         try:
-            parm = PARMAREA.unpack(self.real.read(PARMAREA_ADDRESS, PARMAREA.size))
+            return parmarea_oldmem(self.real)
         except MemoryReadError as exc:
             raise InputError(f"cannot read the capture kernel's parmarea: {exc}") from exc
-        base, size = parm["oldmem_base"], parm["oldmem_size"]
-        if not size:
-            return None
-        return base, size
 
     def close(self) -> None:
         self.real.close()

@@ -33,7 +33,7 @@ import os
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
-from ..machine import Cpu, Machine, OldMemory
+from ..machine import Cpu, Machine, OldMemory, parmarea_oldmem
 from ..osinfo import analyse, parse_vmcoreinfo, vmcoreinfo_number
 from ..sclp import SdiasDevice, reader_defaults
 from ..stores import OverlayStore, PatternStore, RawFileStore, SliceStore, Store
@@ -109,13 +109,15 @@ def find_oldmem(store: Store, size: int) -> tuple[int, int] | None:
     if size <= PARMAREA_ADDRESS + PARMAREA.size:
         return None
     try:
-        parm = PARMAREA.unpack(store.read(PARMAREA_ADDRESS, PARMAREA.size))
+        oldmem = parmarea_oldmem(store)
     except MemoryReadError:
         return None
-    base, length = parm["oldmem_base"], parm["oldmem_size"]
-    if length and not (base % PAGE_SIZE or length % PAGE_SIZE or base < length or base + length > size):
-        return base, length
-    return None
+    if oldmem is None:
+        return None
+    base, length = oldmem
+    if base % PAGE_SIZE or length % PAGE_SIZE or base < length or base + length > size:
+        return None  # not what kexec writes: take the image as it is
+    return oldmem
 
 
 def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,

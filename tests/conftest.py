@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,13 +91,14 @@ def describe_kdump_fixture(directory: Path, name: str = "kdump.toml") -> Path:
     return out
 
 
-def wait_for_mount(mountpoint: Path, proc: subprocess.Popen | None, timeout: float = 30) -> None:
+def wait_for_mount(mountpoint: Path, proc: subprocess.Popen | None, timeout: float = 30,
+                   errors=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.ismount(mountpoint):
             return
         if proc is not None and proc.poll() is not None:
-            out = proc.stderr.read() if proc.stderr else ""
+            out = proc.stderr.read() if proc.stderr else errors()
             raise AssertionError(f"vmcorefs exited with {proc.returncode} before mounting: {out}")
         time.sleep(0.05)
     raise AssertionError(f"{mountpoint} not mounted after {timeout}s")
@@ -107,9 +109,17 @@ class Mount:
 
     def __init__(self, source: str, mountpoint: Path, *args: str) -> None:
         self.mountpoint = mountpoint
+        # the daemon's output goes to a file, not a pipe nobody drains while
+        # it runs: a daemon logging much must never block on a full pipe
+        self.log = tempfile.NamedTemporaryFile(prefix="vmcorefs-mount-", suffix=".log")
         self.proc = subprocess.Popen(VMCOREFS + ["mount", str(source), str(mountpoint), "-f", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        wait_for_mount(mountpoint, self.proc)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        wait_for_mount(mountpoint, self.proc, errors=self.output)
+
+    def output(self) -> str:
+        """Return what the daemon printed so far (standard output and error)."""
+        with open(self.log.name, errors="replace") as f:
+            return f.read()
 
     def path(self, name: str) -> Path:
         return self.mountpoint / name
@@ -124,7 +134,7 @@ class Mount:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise AssertionError("vmcorefs did not exit after unmount")
-        err = self.proc.stderr.read()
+        err = self.output()
         assert self.proc.returncode == 0, err
         assert not os.path.ismount(self.mountpoint)
         return err

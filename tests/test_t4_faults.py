@@ -142,7 +142,7 @@ def test_signals_unmount_cleanly(sig, tmp_path):
         os.close(fd)
         m.proc.send_signal(sig)
         m.proc.wait(timeout=30)
-        assert m.proc.returncode == 0, m.proc.stderr.read()
+        assert m.proc.returncode == 0, m.output()
         assert not os.path.ismount(mp)
     finally:
         m.cleanup()

@@ -100,8 +100,8 @@ def test_unmount_during_reads(tmp_path):
             t.join(timeout=30)
         assert not any(t.is_alive() for t in threads), "a reader hung after unmount"
         m.proc.wait(timeout=30)
-        assert m.proc.returncode == 0, m.proc.stderr.read()
-        assert "Traceback" not in m.proc.stderr.read()
+        assert m.proc.returncode == 0, m.output()
+        assert "Traceback" not in m.output()
     finally:
         stop = True
         m.cleanup()

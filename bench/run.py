@@ -381,9 +381,9 @@ LIMITS = [
     "  the page cache answers in a few.",
     "- save: with --no-sha256 the data path (reads through the views, pwrite; copy_file_range where a",
     "  raw image region maps 1:1 and the file system allows it) plus ~0.2 s of Python start-up.",
-    "  With the SHA-256 (the default) it reaches about a third of the single-core SHA-256 rate",
-    "  measured beside it: not yet tuned (the reading loop and the hashing/writing worker hand the",
-    "  GIL back and forth; a plain serial read-hash-write loop was faster in a side test).",
+    "  With the SHA-256 (the default) the hash is the limit: SHA-256 is sequential, so one core",
+    "  hashes every byte (its single-core rate is printed beside it) while the other reads and",
+    "  writes; on 2 cores the save cannot beat that rate, and reaches about 2/3 of it.",
 ]
 
 

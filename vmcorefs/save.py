@@ -801,9 +801,9 @@ class Saver:
 
     async def save_chunk(self, index: int, offset: int, length: int, item) -> None:
         """
-        Hash and write one chunk in a worker thread (while the next chunk is
-        read here), then record it (chunks in order). One thread does both:
-        hashing and writing the same chunk from two threads was slower here.
+        Hash and write one chunk, each in its own worker thread (hashlib and
+        the writes let go of the GIL, so the two run on two cores while the
+        next chunk is read here), then record it (chunks in order).
         """
         failed: list[OSError] = []
 
@@ -816,12 +816,12 @@ class Saver:
             except OSError as exc:
                 failed.append(exc)
 
-        def hash_and_write() -> None:
-            if self.checksum:
-                self.hasher.update(item)
-            write()
-
-        await trio.to_thread.run_sync(hash_and_write)
+        if self.checksum:
+            async with trio.open_nursery() as both:
+                both.start_soon(trio.to_thread.run_sync, self.hasher.update, item)
+                both.start_soon(trio.to_thread.run_sync, write)
+        else:
+            await trio.to_thread.run_sync(write)
         if failed:
             raise failed[0]
         self.result.copied += length

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Build a sysroot with Debian's s390x builds of makedumpfile and crash (plus
-# the shared libraries they need) and install qemu-user, so that the real
-# s390x dump tools run on this (x86_64) Debian 12 machine:
+# Build a sysroot with Debian's s390x builds of makedumpfile, crash and
+# s390-tools' zgetdump (plus the shared libraries they need) and install
+# qemu-user, so that the real s390x dump tools run on this (x86_64) Debian 12
+# machine:
 #
 #     qemu-s390x -L SYSROOT SYSROOT/usr/bin/makedumpfile -d 31 -c /mnt/vmcore out
 #     qemu-s390x -L SYSROOT SYSROOT/usr/bin/crash vmlinux /mnt/vmcore
+#     qemu-s390x -L SYSROOT SYSROOT/sbin/zgetdump -i /mnt/vmcore
 #
 # Usage: contrib/s390x-sysroot.sh [--refresh] [SYSROOT]
 #   SYSROOT defaults to $VMCOREFS_S390X_SYSROOT, else /var/tmp/vmcorefs-s390x-sysroot.
@@ -15,11 +17,12 @@
 # dependencies of makedumpfile:s390x and crash:s390x (every Depends /
 # Pre-Depends, recursively, that is a "Multi-Arch: same" library package; tools
 # such as perl or binutils that the packages also depend on are not needed by
-# the binaries), apt-get download them and dpkg-deb -x each into SYSROOT.
+# the binaries) plus s390-tools:s390x and libfuse2:s390x for zgetdump, apt-get
+# download them and dpkg-deb -x each into SYSROOT.
 # Nothing is installed for s390x on the host.
 #
 # Idempotent: a stamp file in SYSROOT records the packages it holds; when it
-# is there and both tools start under qemu-s390x, nothing else is done (no
+# is there and the tools start under qemu-s390x, nothing else is done (no
 # apt at all, a fraction of a second). --refresh re-resolves the package
 # versions and rebuilds the sysroot if any changed.
 set -euo pipefail
@@ -29,8 +32,13 @@ if [ "${1:-}" = --refresh ]; then refresh=1; shift; fi
 sysroot=${1:-${VMCOREFS_S390X_SYSROOT:-/var/tmp/vmcorefs-s390x-sysroot}}
 while [ ${#sysroot} -gt 1 ] && [ "${sysroot%/}" != "$sysroot" ]; do sysroot=${sysroot%/}; done
 tools=(makedumpfile crash)
+# packages taken as they are, without their dependencies: s390-tools is
+# wanted for zgetdump alone, which needs only libc, zlib (both already there
+# for makedumpfile) and libfuse2; the package's other tools would pull in
+# some 80 packages (curl, ncurses, perl, ...)
+bare=(s390-tools libfuse2)
 arch=s390x
-format="# vmcorefs s390x sysroot 1: ${tools[*]}"
+format="# vmcorefs s390x sysroot 2: ${tools[*]} + ${bare[*]}"
 stamp="$sysroot/.vmcorefs-sysroot"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -41,7 +49,8 @@ trap 'rm -rf ${tmp:+"$tmp"} ${new:+"$new"} ${cand:+"$cand"}' EXIT
 tools_run() {
     command -v qemu-s390x >/dev/null 2>&1 \
         && qemu-s390x -L "$1" "$1/usr/bin/makedumpfile" -v >/dev/null 2>&1 \
-        && qemu-s390x -L "$1" "$1/usr/bin/crash" --version >/dev/null 2>&1
+        && qemu-s390x -L "$1" "$1/usr/bin/crash" --version >/dev/null 2>&1 \
+        && qemu-s390x -L "$1" "$1/sbin/zgetdump" -v >/dev/null 2>&1
 }
 
 if [ $refresh = 0 ] && [ -f "$stamp" ] && [ "$(head -n1 "$stamp")" = "$format" ] && tools_run "$sysroot"; then
@@ -126,6 +135,9 @@ while [ ${#frontier[@]} -gt 0 ]; do
         frontier+=("$p:$arch")
     done < <(describe "${new[@]}")
 done
+while read -r p v m; do
+    [ -n "$p" ] && [ -z "${have[$p]:-}" ] && want+="$p:$arch=$v"$'\n'
+done < <(describe "${bare[@]/%/:$arch}")
 count=$(printf '%s' "$want" | grep -c .)
 
 # 4. download and unpack, unless the sysroot already holds exactly these versions
@@ -158,5 +170,5 @@ else
 fi
 
 # 5. check that the tools start under qemu
-tools_run "$sysroot" || { log "makedumpfile or crash does not start under qemu-s390x -L $sysroot"; exit 1; }
+tools_run "$sysroot" || { log "makedumpfile, crash or zgetdump does not start under qemu-s390x -L $sysroot"; exit 1; }
 echo "$sysroot"

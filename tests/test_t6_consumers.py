@@ -57,9 +57,10 @@ def require_tool(name: str, package: str) -> str:
 def require_s390x(tool: str) -> list[str]:
     """The command prefix that runs SYSROOT's s390x *tool* under qemu-user."""
     qemu = require_tool("qemu-s390x", "qemu-user")
-    binary = SYSROOT / "usr" / "bin" / tool
-    if not os.access(binary, os.X_OK):
-        _missing(f"{binary} is missing (bash contrib/s390x-sysroot.sh builds the s390x sysroot)")
+    binary = next((SYSROOT / d / tool for d in ("usr/bin", "sbin", "usr/sbin")
+                   if os.access(SYSROOT / d / tool, os.X_OK)), None)
+    if binary is None:
+        _missing(f"{SYSROOT}/usr/bin/{tool} is missing (bash contrib/s390x-sysroot.sh builds the s390x sysroot)")
     return [qemu, "-L", str(SYSROOT), str(binary)]
 
 
@@ -301,6 +302,24 @@ def test_gdb_multiarch(vmcore, vmlinux, expected):
             groups.append((pc, [name]))
     for addr, func in expected.call_trace:
         assert any(pc == addr and func in fs for pc, fs in groups), (hex(addr), func, groups)
+
+
+def test_zgetdump_info_equals_the_kernels_vmcore(vmcore, expected):
+    """
+    s390-tools' zgetdump (s390x build under qemu-user) describes /mnt/vmcore
+    exactly as it describes the real /proc/vmcore: format, CPU count, memory
+    map, and the kernel release it reads from memory through VMCOREINFO's
+    init_uts_ns.
+    """
+    zgetdump = require_s390x("zgetdump")
+    env = dict(os.environ, TZ="UTC")
+    ours = run(zgetdump + ["-i", vmcore], env=env)
+    kernel = run(zgetdump + ["-i", unpack_fixture("kdump-1g", "proc-vmcore.elf")], env=env)
+    assert ours.stdout + ours.stderr == kernel.stdout + kernel.stderr
+    info = ours.stdout + ours.stderr
+    assert "Dump format........: elf" in info
+    assert f"CPU count (online).: {len(expected.cpus)}" in info
+    assert f"UTS kernel release.: {expected.release}" in info
 
 
 def test_vmcore_dmesg(vmcore_dmesg_output, expected):

@@ -2,6 +2,8 @@
 """Extent maps, overlay stores and the kdump swap on tiny inputs with exact bytes."""
 
 import os
+import random
+import struct
 
 import pytest
 import trio
@@ -68,6 +70,20 @@ def test_address_words_and_pattern():
     assert address_words(0x1003, 6) == bytes.fromhex("0000000000001000")[3:] + bytes.fromhex("0000000000001008")[:1]
     assert address_words(8, 8, 0x4D454D0000000000) == bytes.fromhex("4d454d0000000008")
     assert PatternStore(64).read(16, 16) == b"ZFCPDUMP" + (16).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize("tag", [0, 0x4D454D0000000000, 0x4D454D0000000000 ^ (3 << 40), 0x10, 0x80000])
+def test_address_words_equal_a_word_by_word_model(tag):
+    """Large reads take the block-at-a-time path: every word is its address XOR the tag, as here one by one."""
+    rng = random.Random(tag)
+    cases = [(0, 1 << 20), (0x27F00000, 1 << 20), (0x3FFFFF00, 3 << 20), (0xFF_FFF0_0003, (1 << 20) + 5),
+             (0x123_4560_0000, (1 << 20) + 8), (0x123_4560_0000, 1 << 20)]
+    cases += [(rng.randrange(1 << 34), rng.randrange(1, 3 << 20)) for _ in range(6)]
+    for address, length in cases:
+        start = address & ~7
+        words = b"".join(struct.pack(">Q", a ^ tag) for a in range(start, address + length + 8, 8))
+        assert address_words(address, length, tag) == words[address - start:address - start + length], \
+            (hex(address), length)
 
 
 def test_raw_store_truncated_image_is_an_error_not_zeros(tmp_path):

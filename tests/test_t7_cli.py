@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import shlex
 import shutil
@@ -268,6 +269,57 @@ def test_save_without_sha256_copies_in_the_kernel(tmp_path):
     assert out.read_bytes() == want and not state.exists()
     one_line_error(run_vmcorefs("save", desc, tmp_path / "x.elf", "--no-sha256", "--sha256-file", check=False),
                    "--no-sha256")
+
+
+@pytest.mark.parametrize("works", ["copy_file_range", "sendfile", "pread/pwrite"])
+def test_kernel_copy_falls_back(tmp_path, monkeypatch, works):
+    """
+    The --no-sha256 data path: copy_file_range, else sendfile (EXDEV: across
+    file systems, as to a tmpfs), else pread/pwrite; each gives the same bytes
+    at the right places, holes left out, also when written out of order.
+    """
+    import errno
+    from vmcorefs import save as save_mod
+    src = tmp_path / "src"
+    data = random.Random(5).randbytes(3 * MIB)
+    with open(src, "wb") as f:
+        f.write(data[:MIB])
+        f.seek(2 * MIB)  # a hole at 1..2 MiB
+        f.write(data[2 * MIB:])
+    calls = {"copy_file_range": 0, "sendfile": 0}
+    real = {"copy_file_range": os.copy_file_range, "sendfile": os.sendfile}
+
+    def fake(name):
+        def call(*args):
+            calls[name] += 1
+            order = ["copy_file_range", "sendfile", "pread/pwrite"]
+            if order.index(name) < order.index(works):
+                raise OSError(errno.EXDEV if name == "copy_file_range" else errno.EINVAL, "not here")
+            return real[name](*args)
+        return call
+
+    monkeypatch.setattr(save_mod.os, "copy_file_range", fake("copy_file_range"))
+    monkeypatch.setattr(save_mod.os, "sendfile", fake("sendfile"))
+    out = save_mod.Output(str(tmp_path / "out"), 5 * MIB, sparse=True)
+    out.create()
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        # the second half first, then the first: positions must not be assumed
+        assert save_mod._copy_region(fd, 1536 * 1024, out, 2 * MIB + 1536 * 1024, 1536 * 1024) == MIB
+        assert save_mod._copy_region(fd, 0, out, 2 * MIB, 1536 * 1024) == MIB  # holes are skipped
+    finally:
+        os.close(fd)
+        out.extend(5 * MIB)
+        out.close()
+    got = (tmp_path / "out").read_bytes()
+    assert got == bytes(2 * MIB) + data[:MIB] + bytes(MIB) + data[2 * MIB:]
+    # each method was tried once and given up for this output, the working one used
+    if works == "copy_file_range":
+        assert calls["copy_file_range"] >= 2 and calls["sendfile"] == 0
+    elif works == "sendfile":
+        assert calls["copy_file_range"] == 1 and calls["sendfile"] >= 2
+    else:
+        assert calls == {"copy_file_range": 1, "sendfile": 1}
 
 
 def test_save_to_stdout(tmp_path):

@@ -422,6 +422,11 @@ class Output:
         self.fd = -1
         self.existing = False
         self.end = 0  # regular file: its size as we made it (or larger)
+        # kernel copies (see _kernel_copy): whether each may work here, and
+        # the file position sendfile left (-1: unknown)
+        self.copy_file_range = True
+        self.sendfile = True
+        self.position = -1
         if path == "-":
             self.kind = "stream"
             self.fd = os.dup(sys.stdout.fileno())
@@ -584,13 +589,44 @@ def nonzero_runs(data: bytes) -> list[tuple[int, int]]:
     return runs
 
 
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+_NOT_HERE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def _kernel_copy(fd: int, off: int, out: "Output", dst: int, n: int) -> int:
+    """
+    Copy up to *n* bytes of *fd* at *off* to *out* at *dst* in the kernel;
+    return how many, 0 where the kernel cannot (then the caller reads and
+    writes). ``copy_file_range`` first (a reflink or a server-side copy where
+    the file systems allow); across file systems, where it fails with EXDEV,
+    ``sendfile`` to the output's file position (one copy, no trip through
+    Python). What does not work for an output is not tried again.
+    """
+    if out.copy_file_range:
+        try:
+            return os.copy_file_range(fd, out.fd, n, off, dst)
+        except OSError as exc:
+            if exc.errno not in _NOT_HERE:
+                raise
+            out.copy_file_range = False
+    if out.sendfile:
+        try:
+            if out.position != dst:
+                os.lseek(out.fd, dst, os.SEEK_SET)
+            k = os.sendfile(out.fd, fd, off, n)
+            out.position = dst + k
+            return k
+        except OSError as exc:
+            if exc.errno not in _NOT_HERE:
+                raise
+            out.sendfile = False
+            out.position = -1
+    return 0
 
 
 def _copy_region(fd: int, src: int, out: "Output", dst: int, length: int) -> int:
     """
     Copy ``[src, src+length)`` of the file *fd* to *out* at *dst*: its data
-    with ``os.copy_file_range`` (pread/pwrite where the kernel cannot), its
+    in the kernel (:func:`_kernel_copy`; pread/pwrite where it cannot), its
     holes skipped; return the bytes copied.
     """
     end = src + length
@@ -611,12 +647,8 @@ def _copy_region(fd: int, src: int, out: "Output", dst: int, length: int) -> int
             hole = end
         off, n = data, hole - data
         while n > 0:
-            try:
-                k = os.copy_file_range(fd, out.fd, n, off, dst + (off - src))
-            except OSError as exc:
-                if exc.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                k = 0
+            k = _kernel_copy(fd, off, out, dst + (off - src), n)
+            if k == 0 and not (out.copy_file_range or out.sendfile):
                 chunk = os.pread(fd, min(n, DEFAULT_CHUNK), off)
                 if chunk:
                     out.write_at(dst + (off - src), chunk)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import os
 import struct
 from array import array
@@ -146,17 +147,53 @@ class RawFileStore(Store):
 
 
 _BLOCK = 1 << 20
-_offsets_in_block: int | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block, as one int
+_offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
+_or_tables: dict[int, bytes] = {}  # byte value v -> translate table x -> x | v
 
 
-def _block_offsets() -> int:
-    global _offsets_in_block
-    if _offsets_in_block is None:
+def _block_offsets() -> bytes:
+    global _offsets_block
+    if _offsets_block is None:
         words = array("Q", range(0, _BLOCK, 8))
         if struct.pack("=H", 1) != struct.pack(">H", 1):
             words.byteswap()
-        _offsets_in_block = int.from_bytes(words.tobytes(), "big")
-    return _offsets_in_block
+        _offsets_block = words.tobytes()
+    return _offsets_block
+
+
+@functools.lru_cache(maxsize=4)
+def _tag_template(top: int) -> bytes:
+    """The 1 MiB block of words ``(top << 40) | 8k``: the offsets with bytes 0-2 of each word set."""
+    data = bytearray(_block_offsets())
+    tb = (top << 40).to_bytes(8, "big")
+    n = _BLOCK // 8
+    for k in range(3):
+        if tb[k]:
+            data[k::8] = tb[k:k + 1] * n
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=4)  # an unaligned sequential read needs the last block again
+def _tagged_block(high: int) -> bytes:
+    """
+    Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
+    low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
+    (bits 0-19), *high* bytes 0-5. Bytes 0-2 come with a template made once
+    per tag, bytes 3-4 are set with one strided slice assignment each, and
+    byte 5 is ORed in with one translate.
+    """
+    data = bytearray(_tag_template(high >> 40))
+    hb = high.to_bytes(8, "big")
+    n = _BLOCK // 8
+    for k in (3, 4):
+        if hb[k]:
+            data[k::8] = hb[k:k + 1] * n
+    if hb[5]:
+        table = _or_tables.get(hb[5])
+        if table is None:
+            table = _or_tables[hb[5]] = bytes(x | hb[5] for x in range(256))
+        data[5::8] = _block_offsets()[5::8].translate(table)
+    return bytes(data)
 
 
 def address_words(address: int, length: int, tag: int = 0) -> bytes:
@@ -169,19 +206,18 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
     start = address & ~7
     end = (address + length + 7) & ~7
     low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
-    if end <= low and end - start >= _BLOCK // 4:
-        # the tag's bits lie above every address: a word is (tag | block) | offset,
-        # made a whole 1 MiB block at a time by one OR of big integers (large reads)
+    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 4:
+        # the tag's bits lie above every address and every offset in a 1 MiB
+        # block: a word is (tag | block) | offset, a whole block at a time
         parts = []
         pos = start
         while pos < end:
             block = pos - pos % _BLOCK
-            high = int.from_bytes((tag | block).to_bytes(8, "big") * (_BLOCK // 8), "big")
-            data = (high | _block_offsets()).to_bytes(_BLOCK, "big")
+            data = _tagged_block(tag | block)
             stop = min(end - block, _BLOCK)
-            parts.append(data[pos - block:stop])
+            parts.append(data[pos - block:stop] if pos > block or stop < _BLOCK else data)
             pos = block + stop
-        data = b"".join(parts)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
     elif end <= low:  # XOR is addition
         words = array("Q", range(start + tag, end + tag, 8))
         if struct.pack("=H", 1) != struct.pack(">H", 1):
@@ -192,6 +228,8 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
         if struct.pack("=H", 1) != struct.pack(">H", 1):
             words.byteswap()
         data = words.tobytes()
+    if address == start and length == len(data):
+        return data
     return data[address - start:address - start + length]
 
 

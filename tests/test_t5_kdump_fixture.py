@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import Mount, describe_kdump_fixture, require_fuse, run_vmcorefs, unpack_fixture
+from conftest import FIXTURES, Mount, describe_kdump_fixture, require_fuse, run_vmcorefs, unpack_fixture
 
 FIXTURE_VMCORE_SHA256 = "36c0292eafc283b893bc23f46725c3cf9024d98d90eefc676a497ef2e3928ca5"
 
@@ -99,3 +99,50 @@ def test_check_says_kdump(kdump_machine):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "decision: kdump" in res.stdout
     assert "OK   os_info checksum: stored 0x40010001, computed 0x40010001" in res.stdout
+
+
+def describe_standalone_fixture(directory) -> str:
+    """
+    The fixture as a stand-alone dump taken at the same moment, as if the
+    capture kernel had hung: the same memory behind an HSA, and the CPU
+    states QEMU reported then (cpu-state-kdump.json: CPU 0 runs the capture
+    kernel, CPU 1 is stopped in its crashed state).
+    """
+    desc = directory / "standalone.toml"
+    run_vmcorefs("emulate", unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw"), "--environment", "standalone",
+                 "--cpus-json", FIXTURES / "kdump-1g" / "cpu-state-kdump.json", "-o", desc)
+    return str(desc)
+
+
+def test_standalone_dump_of_the_running_capture_kernel(tmp_path):
+    """
+    vmcorefs finds the capture kernel's parmarea through the HSA, undoes
+    the swap, verifies the crashed kernel's os_info and gives the /proc/vmcore
+    that capture kernel wrote, byte for byte.
+    """
+    require_fuse()
+    desc = describe_standalone_fixture(tmp_path)
+    res = run_vmcorefs("check", desc, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("OK   capture kernel: kdump capture kernel was running (its parmarea names the "
+                                 "crashkernel 0x34000000+0xc000000"), res.stdout
+    assert "decision: kdump" in res.stdout
+    (tmp_path / "mnt").mkdir()
+    m = Mount(desc, tmp_path / "mnt")
+    try:
+        summary = m.path("meminfo/summary").read_text()
+        assert "environment: standalone" in summary and "mode: kdump" in summary
+        assert "capture kernel: was running when the dump was taken (its parmarea: OLDMEM_BASE 0x34000000, " \
+               "OLDMEM_SIZE 0xc000000); the crashed kernel is shown, the swap undone" in summary
+        vmcore = m.path("vmcore")
+        h = hashlib.sha256()
+        with open(vmcore, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        if h.hexdigest() != FIXTURE_VMCORE_SHA256:
+            oracle = unpack_fixture("kdump-1g", "proc-vmcore.elf")
+            off = first_difference(vmcore, oracle)
+            pytest.fail(f"/vmcore differs from proc-vmcore.elf first at {off:#x}: {where(oracle, off)}")
+        m.unmount()
+    finally:
+        m.cleanup()

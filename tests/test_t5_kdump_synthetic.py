@@ -76,6 +76,17 @@ class Spec:
     emulate: bool = False  # write the description with 'vmcorefs emulate --save-areas'
     bad: str = ""  # the check that must be BAD
     os_info_crash: tuple[int, int] | None = None  # what os_info says, if not the crashkernel
+    capture: bool = False  # stand-alone: taken while the capture kernel ran (the image is swapped)
+
+    @property
+    def swapped(self) -> bool:
+        """Whether the image holds the swap (kdump, or a stand-alone dump of a running capture kernel)."""
+        return self.environment == "kdump" or self.capture
+
+    @property
+    def undone(self) -> bool:
+        """Whether vmcorefs must read old memory with the swap undone."""
+        return self.environment == "kdump" or (self.capture and self.mode == "kdump")
 
     @property
     def size(self) -> int:
@@ -129,8 +140,19 @@ SPECS = [
          [(0, 40 * M), (56 * M, 64 * M)], environment="standalone", cpus=5, offline=1, vector=True),
     Spec("standalone-env-no-os-info", [(0, 48 * M), (52 * M, 64 * M)], (40 * M, 8 * M), "standalone",
          [(0, 48 * M), (52 * M, 64 * M)], environment="standalone", os_info=False, bad="os_info pointer"),
+    # a stand-alone dump taken while the capture kernel ran (it hung): the
+    # crashed kernel's memory with the swap undone, old [16M, 32M) and the
+    # capture kernel's parmarea read through the HSA (real [0, 32M))
+    Spec("standalone-capture-running", [(0, 64 * M)], (40 * M, 16 * M), "kdump",
+         [(0, 40 * M), (56 * M, 64 * M)], environment="standalone", capture=True, cpus=3, vector=True),
+    Spec("standalone-capture-low", [(0, 8 * M), (12 * M, 64 * M)], (16 * M, 16 * M), "kdump",
+         [(0, 8 * M), (12 * M, 16 * M), (32 * M, 64 * M)], environment="standalone", capture=True),
+    # the same, but the crashed kernel's os_info is gone: the machine as it is
+    # (the capture kernel's memory, its own lowcore note and os_info)
+    Spec("standalone-capture-no-os-info", [(0, 64 * M)], (40 * M, 16 * M), "standalone", [(0, 64 * M)],
+         environment="standalone", capture=True, os_info=False, bad="crashkernel"),
 ]
-MOUNTED = ("middle", "hole-in-low-area", "standalone-env-kdump-capable")
+MOUNTED = ("middle", "hole-in-low-area", "standalone-env-kdump-capable", "standalone-capture-running")
 
 
 
@@ -169,7 +191,7 @@ class Built:
 
     def read_old(self, address: int, length: int) -> bytes:
         """Read old memory from the image by the swap rule (kdump), or as is (stand-alone)."""
-        if self.spec.environment != "kdump":
+        if not self.spec.undone:
             return self.image[address:address + length]
         base, size = self.spec.crash
         out = []
@@ -189,6 +211,8 @@ class Built:
     def vmcoreinfo(self) -> bytes:
         if self.spec.mode == "kdump" and self.spec.os_info and self.spec.entry0:
             return TEXT_ENTRY0
+        if self.spec.capture and not self.spec.undone:  # the capture kernel's own lowcore note
+            return TEXT_CAPTURE
         return TEXT_NOTE
 
     def reference(self) -> Path:
@@ -196,8 +220,9 @@ class Built:
         path = self.dir / "reference.elf"
         if not path.exists():
             boot = self.read_old(0x1200, 512)
-            others = [self.read_old(PREFIX_BASE + i * 0x2000 + 0x1200, 512) if sa[0x118:0x11C] != bytes(4) else sa
-                      for i, sa in enumerate(self.save_areas)][1:]
+            # the others: what SIGP STORE STATUS gives (in the crashed kernel's
+            # memory also at their prefix + 0x1200, checked in build())
+            others = self.save_areas[1:]
             reference_vmcore(str(path), self.read_old, self.spec.ranges, [boot] + others, self.vectors,
                              self.vmcoreinfo)
         return path
@@ -250,7 +275,8 @@ def build(spec: Spec, d: Path) -> Built:
     assert save_areas[0][0x118:0x11C] != bytes(4), "the boot CPU is online"
     old[0x1200:0x1400] = save_areas[0]
 
-    if spec.environment == "kdump":
+    capture_sa = None
+    if spec.swapped:
         # purgatory: swap [0, S) and [B, B+S); the capture kernel then runs at [0, S)
         image = bytearray(old)
         image[base:base + size] = old[0:size]
@@ -272,11 +298,16 @@ def build(spec: Spec, d: Path) -> Built:
     built = Built(spec, d, d / "machine.toml", mapped, save_areas, vectors if spec.vector else None)
 
     # the generator's sanity: the model's swap rule gives back the crashed kernel's memory
-    # (the crashkernel itself holds the capture kernel: skipped)
-    for start, end in spec.ranges:
+    # (the crashkernel itself holds the capture kernel: skipped; a dump that
+    # shows the swapped memory as it is shows the capture kernel's view)
+    for start, end in spec.ranges if spec.undone or not spec.swapped else []:
         for s, e in ((start, min(end, base)), (max(start, base + size), end)):
             if s < e:
                 assert built.read_old(s, e - s) == old[s:e], "generator and model disagree"
+    for i, sa in enumerate(save_areas):
+        prefix = PREFIX_BASE + i * 0x2000
+        if sa[0x118:0x11C] != bytes(4) and spec.undone:
+            assert built.read_old(prefix + 0x1200, 512) == sa, "generator and model disagree"
     del old, image
     if spec.emulate:
         (d / "cpus.bin").write_bytes(b"".join(save_areas))
@@ -290,11 +321,14 @@ def build(spec: Spec, d: Path) -> Built:
         # emulate knows no vector registers from --save-areas: SIGP gives zeros
         built.vectors = [bytes(512)] * spec.cpus if spec.vector else None
     else:
-        built.desc.write_text(description(spec, save_areas, built.vectors))
+        # a stand-alone dump IPL stores the running boot CPU's status (the
+        # capture kernel's, if it ran) at 0x1200: it is the first save area
+        built.desc.write_text(description(spec, save_areas, built.vectors, capture_sa))
     return built
 
 
-def description(spec: Spec, save_areas: list[bytes], vectors: list[bytes] | None) -> str:
+def description(spec: Spec, save_areas: list[bytes], vectors: list[bytes] | None,
+                boot_status: bytes | None = None) -> str:
     """Return the machine description TOML, written by hand."""
     lines = ["format = 1", f'name = "synthetic {spec.name}"', f'environment = "{spec.environment}"',
              f"vector = {'true' if spec.vector else 'false'}", "memory = ["]
@@ -308,6 +342,8 @@ def description(spec: Spec, save_areas: list[bytes], vectors: list[bytes] | None
         lines += ["", "[[cpu]]", f"address = {i}"]
         if i:  # the boot CPU's status is in old memory at 0x1200
             lines.append(f'save_area = "{sa.hex()}"')
+        elif boot_status is not None and spec.environment == "standalone":
+            lines.append(f'save_area = "{boot_status.hex()}"')
         if vectors is not None:
             lines.append(f'vector = "{vectors[i].hex()}"')
     return "\n".join(lines) + "\n"
@@ -366,7 +402,8 @@ async def test_view_layer_matches_model(name, machines):
     dump, vmcore = await render(built.desc)
     assert dump.mode == spec.mode, dump.why
     assert dump.ranges == spec.ranges
-    assert dump.swap == (spec.crash if spec.environment == "kdump" else None)
+    assert dump.swap == (spec.crash if spec.undone else None)
+    assert dump.capture == (spec.crash if spec.capture else None)
     if spec.bad:
         assert spec.bad in [c.name for c in dump.report.checks if not c.ok], dump.why
     else:
@@ -415,6 +452,33 @@ async def test_standalone_environment_reads_low_memory_through_the_hsa(machines)
         machine.close()
 
 
+async def test_standalone_dump_of_a_running_capture_kernel(machines):
+    """
+    The stand-alone dump caught the capture kernel running: by default the
+    crashed kernel (swap undone, its os_info and CPUs), the capture kernel's
+    parmarea and old [S, hsa size) read through the HSA; --mode standalone
+    gives the machine as it is, the capture kernel's own VMCOREINFO.
+    """
+    built = machines("standalone-capture-running")
+    base, size = built.spec.crash
+    machine = load(str(built.desc))
+    try:
+        dump = await Dump.open(machine)
+        assert (dump.mode, dump.capture, dump.swap) == ("kdump", (base, size), (base, size))
+        first = dump.report.checks[0]
+        assert first.name == "capture kernel" and first.ok and f"{base:#x}+{size:#x}" in first.detail
+        before = machine.sclp.blocks_copied
+        assert await dump.read(size, MIB) == built.read_old(size, MIB)  # real [S, S+1M): in the HSA
+        assert machine.sclp.blocks_copied > before
+        assert await dump.read(0, PAGE) == built.image[base:base + PAGE]  # old 0 is at the crashkernel
+    finally:
+        machine.close()
+    dump, vmcore = await render(built.desc, "standalone")
+    assert (dump.mode, dump.capture, dump.swap) == ("standalone", (base, size), None)
+    assert dump.ranges == built.spec.memory and "a kdump capture kernel was running" in dump.why
+    assert dump.vmcoreinfo == TEXT_CAPTURE and vmcoreinfo_note(TEXT_CAPTURE) in headers(vmcore)
+
+
 @pytest.mark.parametrize("name", MOUNTED)
 def test_mounted_vmcore_equals_model(name, machines, mounter):
     built = machines(name)
@@ -437,7 +501,8 @@ def test_mounted_vmcore_equals_model(name, machines, mounter):
 
 
 @pytest.mark.parametrize("name,code", [("middle", 0), ("no-os-info", 1), ("hole-crossing-base", 1),
-                                       ("standalone-env-kdump-capable", 0)])
+                                       ("standalone-env-kdump-capable", 0), ("standalone-capture-running", 0),
+                                       ("standalone-capture-no-os-info", 1)])
 def test_check_command(name, code, machines):
     built = machines(name)
     res = run_vmcorefs("check", built.desc, check=False)
@@ -449,3 +514,9 @@ def test_check_command(name, code, machines):
         assert "BAD  os_info pointer: 0x0 at lowcore 0xe18 (none)" in res.stdout
     if name == "hole-crossing-base":
         assert "0x2000000+0x800000 is not in this memory" in res.stdout
+    if name == "standalone-capture-running":
+        assert res.stdout.startswith("OK   capture kernel: kdump capture kernel was running (its parmarea "
+                                     "names the crashkernel 0x2800000+0x1000000"), res.stdout
+    if name == "standalone-capture-no-os-info":
+        assert "decision: stand-alone dump (" in res.stdout and "but the crashed kernel's os_info does not " \
+            "verify: os_info pointer: 0x0 at lowcore 0xe18 (none)" in res.stdout, res.stdout

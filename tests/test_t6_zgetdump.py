@@ -89,11 +89,12 @@ def zgetdump():
     return require_s390x("zgetdump")
 
 
-def zgetdump_run(zgetdump, *args, stdout_file=None) -> str:
+def zgetdump_run(zgetdump, *args, stdout_file=None, status: int = 0) -> str:
     """Run zgetdump (its reports go to stderr); return stdout + stderr, or stderr when stdout is a file."""
     env = dict(os.environ, TZ="UTC")
     if stdout_file is None:
-        res = run(zgetdump + list(args), env=env)
+        res = run(zgetdump + list(args), env=env, ok=False)
+        assert res.returncode == status, res.stdout + res.stderr
         return res.stdout + res.stderr
     with open(stdout_file, "wb") as out:
         res = subprocess.run([str(a) for a in zgetdump + list(args)], stdout=out, stderr=subprocess.PIPE,
@@ -238,3 +239,66 @@ def test_zgetdump_reads_vmcore(machine, zgetdump, tmp_path):
         assert fa.read(SIZE) == fb.read(SIZE) == machine["memory"]
         assert fa.read(8) == fb.read(8) == b"DUMP_END"
     assert sha256_file(m.path("vmcore"))  # the mount still serves after both conversions
+
+
+def elf_memory_digest(path) -> tuple[list[tuple[int, int]], str]:
+    """The PT_LOAD ranges ``(start, end)`` of an ELF core and the SHA-256 of their bytes in address order."""
+    import hashlib
+    with open(path, "rb") as f:
+        ehdr = f.read(64)
+        phoff, = struct.unpack_from(">Q", ehdr, 0x20)
+        phentsize, phnum = struct.unpack_from(">HH", ehdr, 0x36)
+        f.seek(phoff)
+        phdrs = [struct.unpack(">IIQQQQQQ", f.read(phentsize)[:56]) for _ in range(phnum)]
+        loads = sorted((p[4], p[5], p[2]) for p in phdrs if p[0] == 1)
+        h = hashlib.sha256()
+        for _paddr, size, offset in loads:
+            f.seek(offset)
+            left = size
+            while left:
+                chunk = f.read(min(left, 1 << 24))
+                assert chunk, "short ELF file"
+                h.update(chunk)
+                left -= len(chunk)
+    ranges: list[tuple[int, int]] = []
+    for paddr, size, _ in loads:  # adjacent PT_LOADs are one range
+        if ranges and ranges[-1][1] == paddr:
+            ranges[-1] = (ranges[-1][0], paddr + size)
+        else:
+            ranges.append((paddr, paddr + size))
+    return ranges, h.hexdigest()
+
+
+def test_zgetdump_finds_the_crashed_system_in_zcore_mem(zgetdump, tmp_path):
+    """
+    The real fixture as a stand-alone dump taken while its capture kernel ran,
+    mounted with --mode standalone (the machine as it is): zgetdump reads
+    /zcore/mem, sees the kdump and the production system in it, and with
+    ``--select prod`` undoes the swap itself and takes the CPUs from the
+    crashed kernel's lowcores: the same memory and registers as the kernel's
+    own /proc/vmcore.
+    """
+    from conftest import Mount, unpack_fixture
+    from test_t5_kdump_fixture import describe_standalone_fixture
+    require_fuse()
+    desc = describe_standalone_fixture(tmp_path)
+    (tmp_path / "mnt").mkdir()
+    m = Mount(desc, tmp_path / "mnt", "--mode", "standalone")
+    try:
+        assert "mode: standalone" in m.path("meminfo/summary").read_text()
+        dump = tmp_path / "dump.s390"
+        with_end_marker(m.path("zcore/mem"), dump)
+        m.unmount()
+    finally:
+        m.cleanup()
+    # without --select zgetdump names the two systems it found and exits 1
+    info = zgetdump_run(zgetdump, "-i", dump, status=1)
+    assert 'The dump contains "kdump" and "production system"' in info, info
+    info = zgetdump_run(zgetdump, "-i", "-s", "prod", dump)
+    assert "UTS kernel release.: 6.1.192-vmcorefs" in info and "CPU count (online).: 2" in info, info
+    prod = tmp_path / "prod.elf"
+    zgetdump_run(zgetdump, "-s", "prod", dump, "-f", "elf", stdout_file=prod)
+    dump.unlink()
+    kernel = unpack_fixture("kdump-1g", "proc-vmcore.elf")
+    assert elf_memory_digest(prod) == elf_memory_digest(kernel)
+    assert elf_cpus(prod) == elf_cpus(kernel)

@@ -657,6 +657,7 @@ def test_readme_commands_work_as_shown(tmp_path):
     fixture = FIXTURES / "kdump-1g" / "kdump-kdump.pmem.raw.zst"
     if fixture.exists():
         os.symlink(unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw"), work / "kdump-kdump.pmem.raw")
+        os.symlink(FIXTURES / "kdump-1g" / "cpu-state-kdump.json", work / "cpu-state-kdump.json")
     # descriptions first: later commands use what they write
     commands.sort(key=lambda c: shlex.split(c[0])[1] != "emulate")
     ran, skipped = [], []

@@ -234,6 +234,9 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
     env = env.replace("{hsa}", f"{m.hsa_size:#x}")
     if dump.hsa is not None and dump.hsa.released:
         env += " (the HSA was released)"
+    if dump.capture:
+        env += ("; a kdump capture kernel was running: " + ("the crashed kernel is shown, the swap undone"
+                                                             if dump.swap else "the machine is shown as it is"))
     if rep.header:
         h = rep.header
         osinfo = (f"at {rep.os_info_ptr:#x}, version {h['version_major']}.{h['version_minor']}, "
@@ -466,8 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("image", help="raw physical memory image")
     sp.add_argument("-o", "--output", required=True, help="machine description to write (.toml)")
     sp.add_argument("--environment", choices=("standalone", "kdump"), default="standalone",
-                    help="standalone: the image is the crashed system's memory, dumped through an HSA; "
-                         "kdump: the image was taken while the capture kernel ran (crashkernel swapped)")
+                    help="standalone: the image is the machine's memory, dumped through an HSA (the "
+                         "crashed system's, or the capture kernel's if one was running: the swap is then "
+                         "undone on mount); kdump: the image was taken while the capture kernel ran and the "
+                         "capture kernel dumps it (crashkernel swapped)")
     sp.add_argument("--memory", type=parse_range, action="append", metavar="START:SIZE",
                     help="a detected memory range (repeat; default: the whole image)")
     sp.add_argument("--hsa-size", type=parse_size, default=32 << 20, help="HSA size (default 32M)")

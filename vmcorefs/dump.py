@@ -8,6 +8,10 @@ derives from a :class:`~vmcorefs.machine.Machine` before it writes anything,
 the neutral model every view is built from (zgetdump's ``dfi`` side):
 
 - the dump mode (``kdump`` or ``standalone``) and why;
+- in a stand-alone dump, whether a kdump capture kernel was running (its
+  parmarea names the crashkernel, OLDMEM_BASE/SIZE at 0x10418): then the
+  crashed kernel's memory is read with the swap undone, as zgetdump's
+  ``--select prod`` does, when its kdump setup verifies;
 - the exported memory ranges (kdump: detected memory minus the crashkernel);
 - old memory access (:class:`~vmcorefs.machine.OldMemory`);
 - the CPUs' save areas, boot CPU first (its registers from old absolute
@@ -26,9 +30,9 @@ import time
 from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
-from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
+from .layouts import PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
 from .machine import Machine, OldMemory
-from .osinfo import OsInfoReport, analyse
+from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
 
 __all__ = ("CpuState", "Dump", "MODES")
@@ -67,6 +71,7 @@ class Dump:
     all_cpus: list[CpuState]
     report: OsInfoReport
     swap: tuple[int, int] | None
+    capture: tuple[int, int] | None  # stand-alone: the crashkernel of a capture kernel that was running
     hsa: HsaReader | None
     tod: int  # TOD clock of the dump: the dump file's, else when it was opened
     on_change: list[Callable[[], Awaitable[None]]]  # awaited after the HSA was released
@@ -104,19 +109,38 @@ class Dump:
                              "or use environment = \"standalone\"")
         self.oldmem = OldMemory(machine, self.swap, self.hsa)
         self.report = await analyse(self.oldmem.read, machine.contains, expect_crashkernel=self.swap)
+        self.capture = await self._running_capture_kernel() if machine.environment == "standalone" else None
+        capture_why = ""
+        if self.capture is not None:
+            base, size = self.capture
+            found = (f"a kdump capture kernel was running (its parmarea names the crashkernel "
+                     f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
+            crashed = OldMemory(machine, self.capture, self.hsa)
+            report = await analyse(crashed.read, machine.contains, expect_crashkernel=self.capture)
+            if report.kdump_ok and mode != "standalone":
+                # the crashed kernel's memory, the swap undone: what the
+                # capture kernel's /proc/vmcore would have shown
+                report.checks.insert(0, Check("capture kernel", True, found[2:] + ": the crashed kernel's "
+                                              "memory is read with the swap undone"))
+                self.swap, self.oldmem, self.report = self.capture, crashed, report
+            elif mode == "standalone":
+                capture_why = f"; memory as it is: {found}"
+            else:
+                capture_why = (f"; {found}, but the crashed kernel's os_info does not verify: "
+                               + "; ".join(report.reasons or ["no crashkernel"]))
 
         kdump_ok = self.report.kdump_ok
         if mode == "auto":
             self.mode = "kdump" if kdump_ok else "standalone"
             self.why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
-                        "no valid kdump setup: " + "; ".join(self.report.reasons or ["no crashkernel"]))
+                        "no valid kdump setup: " + "; ".join(self.report.reasons or ["no crashkernel"])) + capture_why
         elif mode == "kdump":
             if not kdump_ok:
                 raise InputError("cannot force kdump mode: no valid kdump setup ("
-                                 + "; ".join(self.report.reasons or ["no crashkernel"]) + ")")
+                                 + "; ".join(self.report.reasons or ["no crashkernel"]) + ")" + capture_why)
             self.mode, self.why = "kdump", "forced with --mode kdump; the kdump setup is valid"
         else:
-            self.mode, self.why = "standalone", "forced with --mode standalone"
+            self.mode, self.why = "standalone", "forced with --mode standalone" + capture_why
         if self.mode == "kdump":
             # the exported memory is all detected memory minus the crashkernel
             base, size = self.report.crashkernel
@@ -130,6 +154,27 @@ class Dump:
             self.report.vmcoreinfo, self.report.vmcoreinfo_source = machine.vmcoreinfo, "the source's VMCOREINFO note"
         await self._read_cpus()
         return self
+
+    async def _running_capture_kernel(self) -> tuple[int, int] | None:
+        """
+        Return the crashkernel ``(base, size)`` that a capture kernel running
+        at the time of a stand-alone dump names in its parmarea (OLDMEM_BASE/
+        OLDMEM_SIZE at 0x10418, through the HSA), else None. Only what kexec
+        can have written counts, as zgetdump checks it: both set, MiB-aligned,
+        the crashkernel above ``[0, size)`` and inside detected memory.
+        """
+        try:
+            raw = await OldMemory(self.machine, None, self.hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
+        except MemoryReadError as exc:
+            log.info("no capture kernel check: %s", exc)
+            return None
+        parm = PARMAREA.unpack(raw)
+        base, size = parm["oldmem_base"], parm["oldmem_size"]
+        mib = 1 << 20
+        if not base or not size or base % mib or size % mib or base < size \
+                or not self.machine.contains(base, size) or base + size > self.machine.real.size:
+            return None
+        return base, size
 
     async def _read_cpus(self) -> None:
         machine = self.machine

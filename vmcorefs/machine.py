@@ -15,7 +15,8 @@ what is running on it now:
 ``standalone``
     a stand-alone dump tool / zfcpdump was IPLed: the machine copied old
     memory ``[0, hsa_size)`` to the HSA, and the real memory there now holds
-    the dump tool;
+    the dump tool (if a capture kernel was running then, the memory holds
+    its swap: :class:`~vmcorefs.dump.Dump` finds and undoes it);
 ``kdump``
     the crashed kernel started its capture kernel: ``[0, S)`` and the
     crashkernel region ``[B, B+S)`` were swapped, the capture kernel runs at 0.

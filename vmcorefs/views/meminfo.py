@@ -79,6 +79,11 @@ def summary_text(dump: Dump) -> str:
     if m.sclp:
         out.append(f"hsa: {size_text(m.hsa_size)} ({m.hsa_size:#x})"
                    + (", released" if dump.hsa and dump.hsa.released else ""))
+    if dump.capture:
+        b, n = dump.capture
+        out.append(f"capture kernel: was running when the dump was taken (its parmarea: OLDMEM_BASE {b:#x}, "
+                   f"OLDMEM_SIZE {n:#x}); " + ("the crashed kernel is shown, the swap undone" if dump.swap else
+                                              "the machine is shown as it is"))
     if dump.swap:
         out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
     if rep.crashkernel:

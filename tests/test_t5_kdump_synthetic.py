@@ -29,6 +29,7 @@ import dataclasses
 import mmap
 import os
 import random
+import re
 import struct
 from pathlib import Path
 
@@ -473,6 +474,15 @@ async def test_standalone_dump_of_a_running_capture_kernel(machines):
         assert await dump.read(0, PAGE) == built.image[base:base + PAGE]  # old 0 is at the crashkernel
     finally:
         machine.close()
+    # vmcorefs info says where each piece of old memory is read
+    rows = re.findall(r"^  (0x[0-9a-f]{16})  (0x[0-9a-f]{16})  \S+ \S+\s+(.+)$",
+                      run_vmcorefs("info", built.desc).stdout, re.M)
+    assert [(int(a, 16), int(b, 16) + 1, what) for a, b, what in rows] == [
+        (0, size, f"yes, read at {base:#x} (kdump swap)"),
+        (size, HSA_SIZE, "yes, from the HSA over SCLP"),
+        (HSA_SIZE, base, "yes"),
+        (base, base + size, "no: crashkernel"),
+        (base + size, built.spec.size, "yes")]
     dump, vmcore = await render(built.desc, "standalone")
     assert (dump.mode, dump.capture, dump.swap) == ("standalone", (base, size), None)
     assert dump.ranges == built.spec.memory and "a kdump capture kernel was running" in dump.why

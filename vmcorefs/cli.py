@@ -174,15 +174,20 @@ def _memory_rows(dump) -> list[list[str]]:
     cuts = {p for r in dump.ranges for p in r}
     if crash:
         cuts |= {crash[0], crash[0] + crash[1]}
+    if dump.swap:
+        # where the swap begins and ends, and where the real address it reads crosses the HSA's end
+        base, size = dump.swap
+        cuts |= {size, base, base + size, hsa - base, base + hsa}
     if hsa:
         cuts.add(hsa)
 
     def label(a: int) -> str:
         if any(s <= a < e for s, e in dump.ranges):
-            if a < hsa:
-                return "yes, from the HSA over SCLP"
-            if dump.swap and a < dump.swap[1]:
-                return f"yes, read at {a + dump.swap[0]:#x} (kdump swap)"
+            real = dump.oldmem.translate(a, 1)[0][1]
+            if real < hsa:
+                return "yes, from the HSA over SCLP" + (f" (at {real:#x}: kdump swap)" if real != a else "")
+            if real != a:
+                return f"yes, read at {real:#x} (kdump swap)"
             return "yes"
         if crash and crash[0] <= a < crash[0] + crash[1]:
             return "no: crashkernel"
@@ -191,8 +196,6 @@ def _memory_rows(dump) -> list[list[str]]:
     rows = []
     for start, end in m.memory:
         points = sorted({start, end} | {c for c in cuts if start < c < end})
-        if dump.swap:
-            points = sorted(set(points) | ({dump.swap[1]} if start < dump.swap[1] < end else set()))
         pieces = list(zip(points, points[1:]))
         merged: list[list] = []
         for a, b in pieces:

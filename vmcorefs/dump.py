@@ -8,10 +8,11 @@ derives from a :class:`~vmcorefs.machine.Machine` before it writes anything,
 the neutral model every view is built from (zgetdump's ``dfi`` side):
 
 - the dump mode (``kdump`` or ``standalone``) and why;
-- in a stand-alone dump, whether a kdump capture kernel was running (its
-  parmarea names the crashkernel, OLDMEM_BASE/SIZE at 0x10418): then the
-  crashed kernel's memory is read with the swap undone, as zgetdump's
-  ``--select prod`` does, when its kdump setup verifies;
+- in a stand-alone dump (or a dump file one wrote), whether a kdump
+  capture kernel was running (its parmarea names the crashkernel,
+  OLDMEM_BASE/SIZE at 0x10418): then the crashed kernel's memory is read
+  with the swap undone and its boot CPU's registers from old 0x1200, as
+  zgetdump's ``--select prod`` does, when its kdump setup verifies;
 - the exported memory ranges (kdump: detected memory minus the crashkernel);
 - old memory access (:class:`~vmcorefs.machine.OldMemory`);
 - the CPUs' save areas, boot CPU first (its registers from old absolute
@@ -109,7 +110,8 @@ class Dump:
                              "or use environment = \"standalone\"")
         self.oldmem = OldMemory(machine, self.swap, self.hsa)
         self.report = await analyse(self.oldmem.read, machine.contains, expect_crashkernel=self.swap)
-        self.capture = await self._running_capture_kernel() if machine.environment == "standalone" else None
+        self.capture = (await self._running_capture_kernel()
+                        if machine.environment in ("standalone", "file") else None)
         capture_why = ""
         if self.capture is not None:
             base, size = self.capture
@@ -180,7 +182,9 @@ class Dump:
         machine = self.machine
         cpus = []
         for i, cpu in enumerate(machine.cpus):
-            if i == 0 and machine.boot_registers_in_old_memory:
+            # the boot CPU: from old 0x1200, unless a dump file gives it; behind
+            # a capture kernel's swap the file's boot CPU ran the capture kernel
+            if i == 0 and (machine.boot_registers_in_old_memory or self.swap is not None):
                 try:
                     sa = await self.oldmem.read(SAVE_AREA_OFFSET, SAVE_AREA.size)
                 except MemoryReadError as exc:

@@ -168,7 +168,8 @@ class Dump:
         try:
             raw = await OldMemory(self.machine, None, self.hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
         except MemoryReadError as exc:
-            log.info("no capture kernel check: %s", exc)
+            log.warning("cannot read the parmarea at %#x, so cannot tell whether a capture kernel was running: %s",
+                        PARMAREA_ADDRESS, exc)
             return None
         parm = PARMAREA.unpack(raw)
         base, size = parm["oldmem_base"], parm["oldmem_size"]

@@ -115,20 +115,20 @@ class Dump:
         capture_why = ""
         if self.capture is not None:
             base, size = self.capture
-            found = (f"a kdump capture kernel was running (its parmarea names the crashkernel "
+            found = (f"kdump capture kernel was running (its parmarea names the crashkernel "
                      f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
             crashed = OldMemory(machine, self.capture, self.hsa)
             report = await analyse(crashed.read, machine.contains, expect_crashkernel=self.capture)
             if report.kdump_ok and mode != "standalone":
                 # the crashed kernel's memory, the swap undone: what the
                 # capture kernel's /proc/vmcore would have shown
-                report.checks.insert(0, Check("capture kernel", True, found[2:] + ": the crashed kernel's "
+                report.checks.insert(0, Check("capture kernel", True, found + ": the crashed kernel's "
                                               "memory is read with the swap undone"))
                 self.swap, self.oldmem, self.report = self.capture, crashed, report
             elif mode == "standalone":
-                capture_why = f"; memory as it is: {found}"
+                capture_why = f"; memory as it is: a {found}"
             else:
-                capture_why = (f"; {found}, but the crashed kernel's os_info does not verify: "
+                capture_why = (f"; a {found}, but the crashed kernel's os_info does not verify: "
                                + "; ".join(report.reasons or ["no crashkernel"]))
 
         kdump_ok = self.report.kdump_ok

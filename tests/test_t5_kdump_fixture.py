@@ -101,27 +101,37 @@ def test_check_says_kdump(kdump_machine):
     assert "OK   os_info checksum: stored 0x40010001, computed 0x40010001" in res.stdout
 
 
-def describe_standalone_fixture(directory) -> str:
+CPU_STATES = {
+    # what QEMU reported then: CPU 0 runs the capture kernel, CPU 1 is stopped in its crashed state
+    "json": ["--cpus-json", str(FIXTURES / "kdump-1g" / "cpu-state-kdump.json")],
+    # CPU 1's status where the crashed kernel stored it (emulate reads it behind the swap)
+    "prefix": ["--cpu-prefix", "0xd64000", "--vector"],
+    # none given: emulate finds the crashed kernel's CPUs behind the swap (lowcore_ptr[])
+    "found": [],
+}
+
+
+def describe_standalone_fixture(directory, cpus: str = "json") -> str:
     """
     The fixture as a stand-alone dump taken at the same moment, as if the
-    capture kernel had hung: the same memory behind an HSA, and the CPU
-    states QEMU reported then (cpu-state-kdump.json: CPU 0 runs the capture
-    kernel, CPU 1 is stopped in its crashed state).
+    capture kernel had hung: the same memory behind an HSA, the CPU states
+    as *cpus* names (see CPU_STATES).
     """
-    desc = directory / "standalone.toml"
+    desc = directory / f"standalone-{cpus}.toml"
     run_vmcorefs("emulate", unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw"), "--environment", "standalone",
-                 "--cpus-json", FIXTURES / "kdump-1g" / "cpu-state-kdump.json", "-o", desc)
+                 *CPU_STATES[cpus], "-o", desc)
     return str(desc)
 
 
-def test_standalone_dump_of_the_running_capture_kernel(tmp_path):
+@pytest.mark.parametrize("cpus", list(CPU_STATES))
+def test_standalone_dump_of_the_running_capture_kernel(tmp_path, cpus):
     """
     vmcorefs finds the capture kernel's parmarea through the HSA, undoes
     the swap, verifies the crashed kernel's os_info and gives the /proc/vmcore
     that capture kernel wrote, byte for byte.
     """
     require_fuse()
-    desc = describe_standalone_fixture(tmp_path)
+    desc = describe_standalone_fixture(tmp_path, cpus)
     res = run_vmcorefs("check", desc, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("OK   capture kernel: kdump capture kernel was running (its parmarea names the "

@@ -32,7 +32,7 @@ from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
 from .layouts import PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
-from .machine import Machine, OldMemory
+from .machine import Machine, OldMemory, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
 
@@ -162,8 +162,8 @@ class Dump:
         Return the crashkernel ``(base, size)`` that a capture kernel running
         at the time of a stand-alone dump names in its parmarea (OLDMEM_BASE/
         OLDMEM_SIZE at 0x10418, through the HSA), else None. Only what kexec
-        can have written counts, as zgetdump checks it: both set, MiB-aligned,
-        the crashkernel above ``[0, size)`` and inside detected memory.
+        can have written counts: both set, page aligned, the crashkernel
+        above ``[0, size)`` and inside detected memory.
         """
         try:
             raw = await OldMemory(self.machine, None, self.hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
@@ -173,9 +173,7 @@ class Dump:
             return None
         parm = PARMAREA.unpack(raw)
         base, size = parm["oldmem_base"], parm["oldmem_size"]
-        mib = 1 << 20
-        if not base or not size or base % mib or size % mib or base < size \
-                or not self.machine.contains(base, size) or base + size > self.machine.real.size:
+        if not oldmem_plausible(base, size, self.machine.real.size) or not self.machine.contains(base, size):
             return None
         return base, size
 

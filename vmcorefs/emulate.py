@@ -20,7 +20,7 @@ from .description import FORMAT, cpus_from_json, dump_toml
 from .errors import InputError
 from .layouts import SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
-from .sources.raw import discover_cpus, run_without_loop, vector_enabled
+from .sources.raw import discover_cpus, find_oldmem, run_without_loop, vector_enabled
 from .stores import RawFileStore
 
 __all__ = ("emulate",)
@@ -29,12 +29,23 @@ log = logging.getLogger(__name__)
 
 
 def _old_memory(image: RawFileStore, environment: str, crashkernel) -> OldMemory:
-    """Return the image's old memory: through the kdump swap, or as it is."""
-    probe = Machine(memory=[(0, image.size - image.size % 4096)], real=image, environment="kdump",
-                    cpus=[Cpu(0)], oldmem=crashkernel)
-    swap = probe.find_oldmem() if environment == "kdump" else None
-    if environment == "kdump" and swap is None:
-        raise InputError("the image's parmarea names no crashkernel: give --crashkernel BASE:SIZE")
+    """
+    Return the crashed kernel's memory in the image: through the kdump swap,
+    or as it is. A stand-alone dump may have caught a capture kernel running:
+    then its parmarea names the swap, and the crashed kernel's CPUs are found
+    behind it (what vmcorefs shows of such a dump).
+    """
+    size = image.size - image.size % 4096
+    probe = Machine(memory=[(0, size)], real=image, environment="kdump", cpus=[Cpu(0)], oldmem=crashkernel)
+    if environment == "kdump":
+        swap = probe.find_oldmem()
+        if swap is None:
+            raise InputError("the image's parmarea names no crashkernel: give --crashkernel BASE:SIZE")
+    else:
+        swap = find_oldmem(image, size)
+        if swap is not None:
+            print(f"vmcorefs: a kdump capture kernel was running (crashkernel {swap[0]:#x}+{swap[1]:#x} "
+                  "in its parmarea): the crashed kernel's CPUs are read behind its swap", file=sys.stderr)
     return OldMemory(probe, swap, None)
 
 

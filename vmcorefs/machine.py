@@ -42,7 +42,7 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,15 @@ def parmarea_oldmem(real: Store) -> tuple[int, int] | None:
     parm = PARMAREA.unpack(real.read(PARMAREA_ADDRESS, PARMAREA.size))
     base, size = parm["oldmem_base"], parm["oldmem_size"]
     return (base, size) if size else None
+
+
+def oldmem_plausible(base: int, size: int, end: int) -> bool:
+    """
+    Whether OLDMEM_BASE/OLDMEM_SIZE look like what kexec writes: both set,
+    page aligned, the crashkernel above ``[0, size)`` and below *end*.
+    """
+    return bool(base and size) and not base % PAGE_SIZE and not size % PAGE_SIZE and base >= size \
+        and base + size <= end
 
 
 class Machine:

@@ -33,7 +33,7 @@ import os
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
-from ..machine import Cpu, Machine, OldMemory, parmarea_oldmem
+from ..machine import Cpu, Machine, OldMemory, oldmem_plausible, parmarea_oldmem
 from ..osinfo import analyse, parse_vmcoreinfo, vmcoreinfo_number
 from ..sclp import SdiasDevice, reader_defaults
 from ..stores import OverlayStore, PatternStore, RawFileStore, SliceStore, Store
@@ -114,8 +114,7 @@ def find_oldmem(store: Store, size: int) -> tuple[int, int] | None:
         return None
     if oldmem is None:
         return None
-    base, length = oldmem
-    if base % PAGE_SIZE or length % PAGE_SIZE or base < length or base + length > size:
+    if not oldmem_plausible(*oldmem, size):
         return None  # not what kexec writes: take the image as it is
     return oldmem
 

@@ -380,7 +380,7 @@ LIMITS = [
     "- random: a FUSE round trip plus the Python handler (tens of microseconds) against a pread that",
     "  the page cache answers in a few.",
     "- save: with --no-sha256 the data path (reads through the views, pwrite; copy_file_range where a",
-    "  raw image region maps 1:1 and the file system allows it) plus ~0.2 s of Python start-up.",
+    "  raw image region maps 1:1, sendfile across file systems) plus ~0.2 s of Python start-up.",
     "  With the SHA-256 (the default) the hash is the limit: SHA-256 is sequential, so one core",
     "  hashes every byte (its single-core rate is printed beside it) while the other reads and",
     "  writes; on 2 cores the save cannot beat that rate, and reaches about 2/3 of it.",

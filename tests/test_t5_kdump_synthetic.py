@@ -489,6 +489,16 @@ async def test_standalone_dump_of_a_running_capture_kernel(machines):
     assert dump.vmcoreinfo == TEXT_CAPTURE and vmcoreinfo_note(TEXT_CAPTURE) in headers(vmcore)
 
 
+async def test_forcing_kdump_behind_a_capture_kernel_needs_the_crashed_kernels_os_info(machines):
+    from vmcorefs.errors import InputError
+    built = machines("standalone-capture-no-os-info")
+    with pytest.raises(InputError) as exc:
+        await render(built.desc, "kdump")
+    msg = str(exc.value)
+    assert msg.startswith("cannot force kdump mode: no valid kdump setup (") and \
+        "a kdump capture kernel was running" in msg and "os_info does not verify: os_info pointer" in msg, msg
+
+
 @pytest.mark.parametrize("name", MOUNTED)
 def test_mounted_vmcore_equals_model(name, machines, mounter):
     built = machines(name)

@@ -110,26 +110,7 @@ class Dump:
                              "or use environment = \"standalone\"")
         self.oldmem = OldMemory(machine, self.swap, self.hsa)
         self.report = await analyse(self.oldmem.read, machine.contains, expect_crashkernel=self.swap)
-        self.capture = (await self._running_capture_kernel()
-                        if machine.environment in ("standalone", "file") else None)
-        capture_why = ""
-        if self.capture is not None:
-            base, size = self.capture
-            found = (f"kdump capture kernel was running (its parmarea names the crashkernel "
-                     f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
-            crashed = OldMemory(machine, self.capture, self.hsa)
-            report = await analyse(crashed.read, machine.contains, expect_crashkernel=self.capture)
-            if report.kdump_ok and mode != "standalone":
-                # the crashed kernel's memory, the swap undone: what the
-                # capture kernel's /proc/vmcore would have shown
-                report.checks.insert(0, Check("capture kernel", True, found + ": the crashed kernel's "
-                                              "memory is read with the swap undone"))
-                self.swap, self.oldmem, self.report = self.capture, crashed, report
-            elif mode == "standalone":
-                capture_why = f"; memory as it is: a {found}"
-            else:
-                capture_why = (f"; a {found}, but the crashed kernel's os_info does not verify: "
-                               + "; ".join(report.reasons or ["no crashkernel"]))
+        capture_why = await self._behind_a_capture_kernel(mode)
 
         kdump_ok = self.report.kdump_ok
         if mode == "auto":
@@ -156,6 +137,34 @@ class Dump:
             self.report.vmcoreinfo, self.report.vmcoreinfo_source = machine.vmcoreinfo, "the source's VMCOREINFO note"
         await self._read_cpus()
         return self
+
+    async def _behind_a_capture_kernel(self, mode: str) -> str:
+        """
+        Stand-alone dump or dump file: if a capture kernel was running
+        (:meth:`_running_capture_kernel`, kept in ``capture``), read the
+        crashed kernel's memory with the swap undone when its os_info
+        verifies and *mode* allows (what the capture kernel's /proc/vmcore
+        would have shown). Return what to add to the reason for the mode.
+        """
+        machine = self.machine
+        self.capture = (await self._running_capture_kernel()
+                        if machine.environment in ("standalone", "file") else None)
+        if self.capture is None:
+            return ""
+        base, size = self.capture
+        found = (f"kdump capture kernel was running (its parmarea names the crashkernel "
+                 f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
+        if mode == "standalone":
+            return f"; memory as it is: a {found}"
+        crashed = OldMemory(machine, self.capture, self.hsa)
+        report = await analyse(crashed.read, machine.contains, expect_crashkernel=self.capture)
+        if not report.kdump_ok:
+            return (f"; a {found}, but the crashed kernel's os_info does not verify: "
+                    + "; ".join(report.reasons or ["no crashkernel"]))
+        report.checks.insert(0, Check("capture kernel", True,
+                                      found + ": the crashed kernel's memory is read with the swap undone"))
+        self.swap, self.oldmem, self.report = self.capture, crashed, report
+        return ""
 
     async def _running_capture_kernel(self) -> tuple[int, int] | None:
         """

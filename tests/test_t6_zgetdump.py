@@ -28,7 +28,7 @@ import subprocess
 
 import pytest
 
-from conftest import require_fuse, sha256_file
+from conftest import require_fuse
 from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs
 from test_t6_consumers import require_s390x, run
 
@@ -238,7 +238,6 @@ def test_zgetdump_reads_vmcore(machine, zgetdump, tmp_path):
         fb.seek(HDR)
         assert fa.read(SIZE) == fb.read(SIZE) == machine["memory"]
         assert fa.read(8) == fb.read(8) == b"DUMP_END"
-    assert sha256_file(m.path("vmcore"))  # the mount still serves after both conversions
 
 
 def elf_memory_digest(path) -> tuple[list[tuple[int, int]], str]:

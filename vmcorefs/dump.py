@@ -174,6 +174,8 @@ class Dump:
         can have written counts: both set, page aligned, the crashkernel
         above ``[0, size)`` and inside detected memory.
         """
+        if not self.machine.contains(PARMAREA_ADDRESS, PARMAREA.size):
+            return None  # too little memory for a kernel's parmarea
         try:
             raw = await OldMemory(self.machine, None, self.hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
         except MemoryReadError as exc:

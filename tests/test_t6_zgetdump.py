@@ -13,8 +13,12 @@ other format.
 - /vmcore is a valid ELF dump to zgetdump: its ``-i`` report shows the
   memory ranges and CPUs, and its conversion to the s390 format equals
   /zcore/mem but for the header fields an ELF core does not carry.
+- The real fixture as a stand-alone dump taken while its capture kernel
+  ran: zgetdump finds the crashed ("production") system in /zcore/mem and
+  its ``--select prod`` gives the kernel's own vmcore memory and registers.
 
-Every expectation is built here from the test's own image and registers.
+Every expectation is built here from the test's own image and registers,
+or is the real kernel's proc-vmcore.elf.
 """
 
 from __future__ import annotations

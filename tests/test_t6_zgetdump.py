@@ -24,6 +24,7 @@ or is the real kernel's proc-vmcore.elf.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import shutil
@@ -123,19 +124,27 @@ def tod_date(tod: int) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
+def program_headers(f) -> list[tuple[int, int, int, int, int, int, int, int]]:
+    """
+    The program headers of the big-endian ELF64 file *f*, each as
+    ``(type, flags, offset, vaddr, paddr, filesz, memsz, align)``.
+    """
+    f.seek(0)
+    ehdr = f.read(64)
+    assert ehdr[:4] == b"\x7fELF" and ehdr[5] == 2  # big-endian
+    phoff, = struct.unpack_from(">Q", ehdr, 0x20)
+    phentsize, phnum = struct.unpack_from(">HH", ehdr, 0x36)
+    f.seek(phoff)
+    return [struct.unpack(">IIQQQQQQ", f.read(phentsize)[:56]) for _ in range(phnum)]
+
+
 def elf_cpus(path) -> list[dict]:
     """
     The CPUs of an s390x ELF core, from its PT_NOTE notes parsed here with
     struct (a PRSTATUS starts a CPU; its pr_reg at offset 112: PSW, GPRs, ACRs).
     """
     with open(path, "rb") as f:
-        ehdr = f.read(64)
-        assert ehdr[:4] == b"\x7fELF" and ehdr[5] == 2  # big-endian
-        phoff, = struct.unpack_from(">Q", ehdr, 0x20)
-        phentsize, phnum = struct.unpack_from(">HH", ehdr, 0x36)
-        f.seek(phoff)
-        phdrs = [struct.unpack(">IIQQQQQQ", f.read(phentsize)[:56]) for _ in range(phnum)]
-        note_ph = next(p for p in phdrs if p[0] == 4)
+        note_ph = next(p for p in program_headers(f) if p[0] == 4)
         f.seek(note_ph[2])
         notes = f.read(note_ph[5])
     cpus: list[dict] = []
@@ -171,12 +180,7 @@ def elf_memory(path, size: int) -> bytes:
     """The memory ``[0, size)`` of an ELF core from its PT_LOADs (the rest zeros)."""
     mem = bytearray(size)
     with open(path, "rb") as f:
-        ehdr = f.read(64)
-        phoff, = struct.unpack_from(">Q", ehdr, 0x20)
-        phentsize, phnum = struct.unpack_from(">HH", ehdr, 0x36)
-        f.seek(phoff)
-        phdrs = [struct.unpack(">IIQQQQQQ", f.read(phentsize)[:56]) for _ in range(phnum)]
-        for ptype, _flags, offset, _vaddr, paddr, filesz, _memsz, _align in phdrs:
+        for ptype, _flags, offset, _vaddr, paddr, filesz, _memsz, _align in program_headers(f):
             if ptype == 1:
                 assert paddr + filesz <= size
                 f.seek(offset)
@@ -246,14 +250,8 @@ def test_zgetdump_reads_vmcore(machine, zgetdump, tmp_path):
 
 def elf_memory_digest(path) -> tuple[list[tuple[int, int]], str]:
     """The PT_LOAD ranges ``(start, end)`` of an ELF core and the SHA-256 of their bytes in address order."""
-    import hashlib
     with open(path, "rb") as f:
-        ehdr = f.read(64)
-        phoff, = struct.unpack_from(">Q", ehdr, 0x20)
-        phentsize, phnum = struct.unpack_from(">HH", ehdr, 0x36)
-        f.seek(phoff)
-        phdrs = [struct.unpack(">IIQQQQQQ", f.read(phentsize)[:56]) for _ in range(phnum)]
-        loads = sorted((p[4], p[5], p[2]) for p in phdrs if p[0] == 1)
+        loads = sorted((p[4], p[5], p[2]) for p in program_headers(f) if p[0] == 1)
         h = hashlib.sha256()
         for _paddr, size, offset in loads:
             f.seek(offset)

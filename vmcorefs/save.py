@@ -36,8 +36,8 @@ left (zero pages need none), so SHA-256 sets the pace (about 1.5-2 GB/s a
 core). ``--no-sha256`` trades the checksum for speed: where ``/vmcore``
 shows a raw image file's bytes as they are (no HSA, no overlay; the kdump
 swap is only an offset), those regions are copied in the kernel with
-``os.copy_file_range`` and the file's holes (``SEEK_DATA``/``SEEK_HOLE``)
-are skipped; everything else is written from memory as usual. The resume
+``os.copy_file_range`` (``sendfile`` across file systems) and the file's
+holes (``SEEK_DATA``/``SEEK_HOLE``) are skipped; everything else is written from memory as usual. The resume
 state then holds no checksums: a resume compares the written part with the
 source instead.
 """
@@ -1054,7 +1054,8 @@ def save(source: str, out_path: str, *, mode: str | None = None, progress: bool 
     :param verify: read the output back and compare its SHA-256
     :param stop_after: stop after about that many bytes (tests)
     :param checksum: compute the SHA-256; without it, regions of a raw image
-        file are copied in the kernel (``copy_file_range``) and its holes skipped
+        file are copied in the kernel (``copy_file_range``, else ``sendfile``)
+        and its holes skipped
     """
     if chunk < BLOCK or chunk % PAGE:
         raise InputError(f"--chunk-size must be a multiple of 4 KiB and at least 64 KiB, not {chunk}")

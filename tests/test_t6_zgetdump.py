@@ -27,13 +27,13 @@ import datetime
 import hashlib
 import os
 import re
-import shutil
+import shlex
 import struct
 import subprocess
 
 import pytest
 
-from conftest import require_fuse
+from conftest import REPO, require_fuse
 from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs
 from test_t6_consumers import require_s390x, run
 
@@ -188,12 +188,26 @@ def elf_memory(path, size: int) -> bytes:
     return bytes(mem)
 
 
+def readme_end_marker_command() -> str:
+    """README's shell command that writes /mnt/zcore/mem plus the end marker to dump.s390."""
+    text = (REPO / "README.rst").read_text()
+    m = re.search(r"^    (\{ cat /mnt/zcore/mem;.*\n.*> dump\.s390)$", text, re.M)
+    assert m, "README no longer shows how to add the end marker"
+    return m.group(1)
+
+
 def with_end_marker(src, dst) -> dict:
-    """Copy a /zcore/mem to *dst* and add the end marker as README shows (the header's TOD); return the header."""
-    shutil.copyfile(src, dst)
-    header = parse_header(open(dst, "rb").read(HDR))
-    with open(dst, "ab") as f:
-        f.write(b"DUMP_END" + struct.pack(">Q", header["tod"]))
+    """
+    Write /zcore/mem *src* with the end marker to *dst* by README's own
+    command; check the marker (the header's TOD); return the header.
+    """
+    cmd = readme_end_marker_command().replace("/mnt/zcore/mem", shlex.quote(str(src)))
+    cmd = cmd.replace("> dump.s390", "> " + shlex.quote(str(dst)))
+    subprocess.run(["bash", "-c", cmd], check=True)
+    with open(dst, "rb") as f:
+        header = parse_header(f.read(HDR))
+        f.seek(HDR + header["mem_size"])
+        assert f.read() == b"DUMP_END" + struct.pack(">Q", header["tod"])
     return header
 
 

@@ -6,8 +6,8 @@ crash or makedumpfile at it", with the real tools.
 The kdump-1g fixture is mounted once for the module and every tool reads the
 mounted /vmcore: readelf, eu-readelf, gdb-multiarch, vmcore-dmesg (kexec-tools),
 drgn (PyPI), libkdumpfile (Debian's python3-libkdumpfile, for /usr/bin/python3)
-natively, and Debian's s390x builds of makedumpfile and crash under qemu-user
-(sysroot from contrib/s390x-sysroot.sh). Every expectation comes from the
+natively, and Debian's s390x builds of makedumpfile, crash and zgetdump under
+qemu-user (sysroot from contrib/s390x-sysroot.sh). Every expectation comes from the
 fixture's own files: regs.txt (CPU registers the real capture kernel wrote),
 drgn-output.txt (what drgn reported on the real /proc/vmcore), console.log
 (the crashed kernel's console) and readelf-n.txt (its VMCOREINFO note).

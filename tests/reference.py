@@ -22,6 +22,24 @@ def note(name: bytes, ntype: int, desc: bytes) -> bytes:
     return struct.pack(">III", len(name) + 1, len(desc), ntype) + _pad4(name + b"\0") + _pad4(desc)
 
 
+def raw_notes(blob: bytes) -> list[tuple[bytes, int, bytes]]:
+    """Split a PT_NOTE payload into (name, type, whole note bytes)."""
+    out, off = [], 0
+    while off + 12 <= len(blob):
+        namesz, descsz, ntype = struct.unpack_from(">III", blob, off)
+        end = off + 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
+        out.append((blob[off + 12:off + 11 + namesz], ntype, blob[off:end]))
+        off = end
+    return out
+
+
+def note_desc(whole: bytes) -> bytes:
+    """The descriptor of one whole note (as :func:`raw_notes` gives it)."""
+    namesz, descsz, _ntype = struct.unpack_from(">III", whole, 0)
+    start = 12 + (namesz + 3) // 4 * 4
+    return whole[start:start + descsz]
+
+
 def cksm(data: bytes) -> int:
     """Return the s390 CKSM (reference section 4): big-endian words summed with end-around carry."""
     data = bytes(data) + bytes(-len(data) % 4)

@@ -32,7 +32,7 @@ import subprocess
 import pytest
 
 from conftest import describe_kdump_fixture, run_vmcorefs, unpack_fixture
-from reference import cksm
+from reference import cksm, raw_notes
 
 B = 0x34000000  # crashkernel base
 S = 0x0C000000  # crashkernel size
@@ -273,17 +273,6 @@ def elf_core(notes: bytes, *, machine: int = 22, data: int = 2, e_type: int = 4,
         bo + "HHIQQQIHHHHHH", e_type, machine, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0)
     phdr = struct.pack(bo + "IIQQQQQQ", 4, 0, 120, 0, 0, len(notes) if filesz is None else filesz, 0, 0)
     return ehdr + phdr + notes
-
-
-def raw_notes(blob: bytes) -> list[tuple[bytes, int, bytes]]:
-    """Split a PT_NOTE payload into (name, type, whole note bytes)."""
-    out, off = [], 0
-    while off + 12 <= len(blob):
-        namesz, descsz, ntype = struct.unpack_from(">III", blob, off)
-        end = off + 12 + (namesz + 3) // 4 * 4 + (descsz + 3) // 4 * 4
-        out.append((blob[off + 12:off + 11 + namesz], ntype, blob[off:end]))
-        off = end
-    return out
 
 
 @pytest.fixture(scope="module")

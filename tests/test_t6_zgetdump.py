@@ -34,6 +34,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, require_fuse
+from reference import note_desc, raw_notes
 from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs
 from test_t6_consumers import require_s390x, run
 
@@ -148,12 +149,8 @@ def elf_cpus(path) -> list[dict]:
         f.seek(note_ph[2])
         notes = f.read(note_ph[5])
     cpus: list[dict] = []
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from(">III", notes, pos)
-        pos += 12 + (namesz + 3) // 4 * 4
-        desc = notes[pos:pos + descsz]
-        pos += (descsz + 3) // 4 * 4
+    for _name, ntype, whole in raw_notes(notes):
+        desc = note_desc(whole)
         if ntype == NT_PRSTATUS:
             psw = struct.unpack_from(">2Q", desc, 112)
             cpus.append({"psw": psw, "gprs": list(struct.unpack_from(">16Q", desc, 128)),

@@ -32,7 +32,7 @@ from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
 from .layouts import PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
-from .machine import Machine, OldMemory, oldmem_plausible
+from .machine import Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
 
@@ -182,11 +182,11 @@ class Dump:
             log.warning("cannot read the parmarea at %#x, so cannot tell whether a capture kernel was running: %s",
                         PARMAREA_ADDRESS, exc)
             return None
-        parm = PARMAREA.unpack(raw)
-        base, size = parm["oldmem_base"], parm["oldmem_size"]
-        if not oldmem_plausible(base, size, self.machine.real.size) or not self.machine.contains(base, size):
+        oldmem = oldmem_from_parmarea(raw)
+        if oldmem is None or not oldmem_plausible(*oldmem, self.machine.real.size) \
+                or not self.machine.contains(*oldmem):
             return None
-        return base, size
+        return oldmem
 
     async def _read_cpus(self) -> None:
         machine = self.machine

@@ -42,7 +42,8 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "oldmem_plausible", "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible",
+           "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,24 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
     return out
 
 
+def oldmem_from_parmarea(raw: bytes) -> tuple[int, int] | None:
+    """
+    Return the crashkernel ``(base, size)`` kexec wrote into the parmarea
+    bytes *raw* (OLDMEM_BASE/OLDMEM_SIZE at 0x10418), or None if the size
+    is 0 (the kernel is not a capture kernel).
+    """
+    parm = PARMAREA.unpack(raw)
+    base, size = parm["oldmem_base"], parm["oldmem_size"]
+    return (base, size) if size else None
+
+
 def parmarea_oldmem(real: Store) -> tuple[int, int] | None:
     """
-    Return the crashkernel ``(base, size)`` kexec wrote into the parmarea of
-    the kernel at address 0 (OLDMEM_BASE/OLDMEM_SIZE at 0x10418), or None
-    if the size is 0 (the kernel is not a capture kernel).
+    :func:`oldmem_from_parmarea` of the kernel at address 0 of *real*.
 
     :raises MemoryReadError: the parmarea cannot be read
     """
-    parm = PARMAREA.unpack(real.read(PARMAREA_ADDRESS, PARMAREA.size))
-    base, size = parm["oldmem_base"], parm["oldmem_size"]
-    return (base, size) if size else None
+    return oldmem_from_parmarea(real.read(PARMAREA_ADDRESS, PARMAREA.size))
 
 
 def oldmem_plausible(base: int, size: int, end: int) -> bool:

@@ -238,8 +238,7 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
     if dump.hsa is not None and dump.hsa.released:
         env += " (the HSA was released)"
     if dump.capture:
-        env += ("; a kdump capture kernel was running: " + ("the crashed kernel is shown, the swap undone"
-                                                             if dump.swap else "the machine is shown as it is"))
+        env += "; a kdump capture kernel was running: " + dump.capture_view
     if rep.header:
         h = rep.header
         osinfo = (f"at {rep.os_info_ptr:#x}, version {h['version_major']}.{h['version_minor']}, "

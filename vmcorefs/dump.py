@@ -212,6 +212,11 @@ class Dump:
         self.cpus = [c for c in cpus if c.prefix != 0]
 
     @property
+    def capture_view(self) -> str:
+        """With a capture kernel found (``capture``): which system the dump shows."""
+        return "the crashed kernel is shown, the swap undone" if self.swap else "the machine is shown as it is"
+
+    @property
     def vmcoreinfo(self) -> bytes | None:
         return self.report.vmcoreinfo
 

@@ -82,8 +82,7 @@ def summary_text(dump: Dump) -> str:
     if dump.capture:
         b, n = dump.capture
         out.append(f"capture kernel: was running when the dump was taken (its parmarea: OLDMEM_BASE {b:#x}, "
-                   f"OLDMEM_SIZE {n:#x}); " + ("the crashed kernel is shown, the swap undone" if dump.swap else
-                                              "the machine is shown as it is"))
+                   f"OLDMEM_SIZE {n:#x}); " + dump.capture_view)
     if dump.swap:
         out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
     if rep.crashkernel:

@@ -282,9 +282,12 @@ def make_image(tmp_path, seed: int = 1) -> tuple[bytearray, bytes, bytes]:
     return img, vmcoreinfo, bytes(reipl)
 
 
-def write_description(path, image_name: str, environment: str, cpus: list[dict], extra: str = "") -> None:
+def write_description(path, image_name: str, environment: str, cpus: list[dict], extra: str = "",
+                      memory: list[tuple[int, int]] | None = None) -> None:
+    """Write a machine description; *memory*: ``(start, size)`` ranges, by default ``[0, RT_SIZE)``."""
+    ranges = ", ".join(f"{{ start = {s:#x}, size = {n:#x} }}" for s, n in memory or [(0, RT_SIZE)])
     lines = ["format = 1", f'name = "{path.stem}"', f'environment = "{environment}"', "vector = false",
-             f"memory = [{{ start = 0, size = {RT_SIZE:#x} }}]", "", "[store]", 'type = "raw"',
+             f"memory = [{ranges}]", "", "[store]", 'type = "raw"',
              f'path = "{image_name}"', extra]
     for c in cpus:
         lines += ["", "[[cpu]]", f"address = {c['address']}"]

@@ -35,7 +35,7 @@ import pytest
 
 from conftest import REPO, require_fuse
 from reference import note_desc, raw_notes
-from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs
+from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs, write_description
 from test_t6_consumers import require_s390x, run
 
 pytestmark = [pytest.mark.fuse]
@@ -67,13 +67,10 @@ def machine(tmp_path_factory):
     areas = [pack_save_area(r) for r in cpu_regs]
     lay_save_areas(img, 0, list(zip(PREFIXES, areas)))
     (d / "image.raw").write_bytes(img)
-    cpus = [(i, sa) for i, sa in enumerate(areas)] + [(7, pack_save_area(regs(9, 0)))]  # prefix 0: offline
-    lines = ["format = 1", 'name = "zgetdump-test"', 'environment = "standalone"', "vector = false",
-             "memory = [" + ", ".join(f"{{ start = {s:#x}, size = {n:#x} }}" for s, n in RANGES) + "]",
-             "", "[store]", 'type = "raw"', 'path = "image.raw"', "", "[hsa]", f"size = {HSA:#x}", "latency_us = 0"]
-    for address, sa in cpus:
-        lines += ["", "[[cpu]]", f"address = {address}", f'save_area = "{sa.hex()}"']
-    (d / "machine.toml").write_text("\n".join(lines) + "\n")
+    cpus = [{"address": i, "save_area": sa} for i, sa in enumerate(areas)]
+    cpus.append({"address": 7, "save_area": pack_save_area(regs(9, 0))})  # prefix 0: offline
+    write_description(d / "machine.toml", "image.raw", "standalone", cpus,
+                      f"\n[hsa]\nsize = {HSA:#x}\nlatency_us = 0\n", memory=RANGES)
     # the memory a reader of the dump must see: the hole as zeros, the boot
     # CPU's status at 0x1200 (the HSA copy holds it), every CPU's at its prefix
     memory = bytearray(img)

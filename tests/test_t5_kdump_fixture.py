@@ -60,17 +60,21 @@ def kdump_mount(kdump_machine, tmp_path_factory):
     m.cleanup()
 
 
-def test_vmcore_is_byte_identical_to_proc_vmcore(kdump_mount):
-    oracle = unpack_fixture("kdump-1g", "proc-vmcore.elf")
-    vmcore = kdump_mount.path("vmcore")
+def assert_is_the_kernels_vmcore(vmcore) -> None:
+    """*vmcore* is proc-vmcore.elf byte for byte; else say where it first differs and what lives there."""
     assert os.stat(vmcore).st_size == 872427520
     h = hashlib.sha256()
     with open(vmcore, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
     if h.hexdigest() != FIXTURE_VMCORE_SHA256:
+        oracle = unpack_fixture("kdump-1g", "proc-vmcore.elf")
         off = first_difference(vmcore, oracle)
         pytest.fail(f"/vmcore differs from proc-vmcore.elf first at {off:#x}: {where(oracle, off)}")
+
+
+def test_vmcore_is_byte_identical_to_proc_vmcore(kdump_mount):
+    assert_is_the_kernels_vmcore(kdump_mount.path("vmcore"))
 
 
 def test_readelf_matches_fixture_output(kdump_mount):
@@ -144,15 +148,7 @@ def test_standalone_dump_of_the_running_capture_kernel(tmp_path, cpus):
         assert "environment: standalone" in summary and "mode: kdump" in summary
         assert "capture kernel: was running when the dump was taken (its parmarea: OLDMEM_BASE 0x34000000, " \
                "OLDMEM_SIZE 0xc000000); the crashed kernel is shown, the swap undone" in summary
-        vmcore = m.path("vmcore")
-        h = hashlib.sha256()
-        with open(vmcore, "rb") as f:
-            while chunk := f.read(1 << 22):
-                h.update(chunk)
-        if h.hexdigest() != FIXTURE_VMCORE_SHA256:
-            oracle = unpack_fixture("kdump-1g", "proc-vmcore.elf")
-            off = first_difference(vmcore, oracle)
-            pytest.fail(f"/vmcore differs from proc-vmcore.elf first at {off:#x}: {where(oracle, off)}")
+        assert_is_the_kernels_vmcore(m.path("vmcore"))
         m.unmount()
     finally:
         m.cleanup()

@@ -8,7 +8,10 @@ block, 0xE0C VMCOREINFO note, 0xE18 os_info), an os_info page (magic,
 checksum, version 1.1, crashkernel, entry 0 = VMCOREINFO text, entry 1 =
 re-IPL block, each with its checksum), every CPU's store-status save area
 at its prefix + 0x1200 and the boot CPU's at 0x1200, and a tag at the start
-of every page saying whose memory it is. Then it does what kexec's
+of every page saying whose memory it is, and every CPU's vector registers
+in the save area its lowcore's mcesad (0x11B0) points to: what the crashed
+kernel stored before kdump, or (stand-alone) stale values that a dump tool
+must never take. Then it does what kexec's
 purgatory does, swapping ``[0, S)`` with the crashkernel ``[B, B+S)``, lets a
 capture kernel occupy ``[0, S)`` (its own lowcore and os_info are decoys),
 and writes the capture kernel's parmarea (OLDMEM_BASE/OLDMEM_SIZE at
@@ -17,7 +20,10 @@ and writes the capture kernel's parmarea (OLDMEM_BASE/OLDMEM_SIZE at
 The model: old address ``A < S`` is read at ``A + B``, ``B <= A < B+S`` at
 ``A - B``, anything else at ``A``; kdump exports detected memory minus the
 crashkernel; VMCOREINFO comes from os_info entry 0 if valid, else from the
-0xE0C note; /vmcore is what tests/reference.py builds from that. Many
+0xE0C note; vector registers, where the crashed kernel started kdump, from
+that save area for the boot CPU (and any CPU whose SIGP answer the
+description does not give), else as the description gives them (SIGP STORE
+ADDITIONAL STATUS); /vmcore is what tests/reference.py builds from that. Many
 combinations are checked through the view layer without mounting; a few
 representative ones through a real FUSE mount, and the stand-alone variant
 (the crashed system's memory behind an HSA, a valid kdump setup) too.
@@ -50,6 +56,8 @@ NOTE_AT = 0x21000  # the VMCOREINFO ELF note lowcore 0xE0C points to
 ENTRY0_AT = 0x22000  # os_info entry 0: the VMCOREINFO text
 IPIB_AT = 0x23000  # the re-IPL block (os_info entry 1, lowcore 0xE00)
 PREFIX_BASE = 0x200000  # CPU i's lowcore at PREFIX_BASE + i * 0x2000
+MCESA_BASE = 0x180000  # CPU i's machine-check extended save area (its lowcore's mcesad) at MCESA_BASE + i * 0x400
+MCESA_LC = 11  # the length code a machine with guarded storage keeps in mcesad's low bits (odd CPUs here)
 CAPTURE_OS_INFO = 0x30000  # real address of the capture kernel's own os_info (a decoy)
 
 TEXT_NOTE = b"OSRELEASE=6.1.0-from-lowcore-note\nPAGESIZE=4096\nSYMBOL(_stext)=100000\nCRASHTIME=1700000000\n"
@@ -188,7 +196,7 @@ class Built:
     desc: Path
     image: mmap.mmap  # real memory at dump time (the image file, mapped)
     save_areas: list[bytes]  # every CPU's, boot CPU first (what SIGP STORE STATUS gives)
-    vectors: list[bytes] | None
+    vectors: list[bytes] | None  # every CPU's vector registers the model expects in /vmcore
 
     def read_old(self, address: int, length: int) -> bytes:
         """Read old memory from the image by the swap rule (kdump), or as is (stand-alone)."""
@@ -262,21 +270,28 @@ def build(spec: Spec, d: Path) -> Built:
         old[spec.os_info_at:spec.os_info_at + PAGE] = page
     struct.pack_into(">Q", old, 0xE18, spec.os_info_at if spec.os_info else 0)
 
-    # CPUs: each stored its status at prefix + 0x1200, the boot CPU also at 0x1200
+    # CPUs: each stored its status at prefix + 0x1200, the boot CPU also at 0x1200,
+    # and its vector registers where its lowcore's mcesad points (kdump: the
+    # crashed kernel did; stand-alone: what is there is stale)
     save_areas, vectors = [], []
     for i in range(spec.cpus):
         prefix = 0 if i >= spec.cpus - spec.offline else PREFIX_BASE + i * 0x2000
         sa = bytearray(rng.randbytes(512))
         struct.pack_into(">2Q", sa, 0x100, 0x0400C00180000000, 0x100000 + 0x10 * i)
         struct.pack_into(">I", sa, 0x118, prefix)
+        vx = rng.randbytes(512)
         if prefix:
             old[prefix + 0x1200:prefix + 0x1400] = sa
+            mcesa = MCESA_BASE + i * 0x400
+            struct.pack_into(">Q", old, prefix + 0x11B0, mcesa | (MCESA_LC if i % 2 else 0))
+            old[mcesa:mcesa + 512] = vx if spec.swapped else rng.randbytes(512)
         save_areas.append(bytes(sa))
-        vectors.append(rng.randbytes(512))
+        vectors.append(vx)
     assert save_areas[0][0x118:0x11C] != bytes(4), "the boot CPU is online"
     old[0x1200:0x1400] = save_areas[0]
 
     capture_sa = None
+    capture_vx = rng.randbytes(512)  # the capture kernel's live vector registers on the boot CPU
     if spec.swapped:
         # purgatory: swap [0, S) and [B, B+S); the capture kernel then runs at [0, S)
         image = bytearray(old)
@@ -296,7 +311,12 @@ def build(spec: Spec, d: Path) -> Built:
     write_sparse(d / "mem.raw", image)
     with open(d / "mem.raw", "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-    built = Built(spec, d, d / "machine.toml", mapped, save_areas, vectors if spec.vector else None)
+    # the description gives what SIGP STORE (ADDITIONAL) STATUS returns: for
+    # the boot CPU of a stand-alone dump of a running capture kernel, that
+    # kernel's; /vmcore shows it unless the crashed kernel is shown
+    given = ([capture_vx] + vectors[1:]) if spec.capture else vectors
+    built = Built(spec, d, d / "machine.toml", mapped, save_areas,
+                  (vectors if spec.undone else given) if spec.vector else None)
 
     # the generator's sanity: the model's swap rule gives back the crashed kernel's memory
     # (the crashkernel itself holds the capture kernel: skipped; a dump that
@@ -319,12 +339,12 @@ def build(spec: Spec, d: Path) -> Built:
         if spec.vector:
             args.append("--vector")
         run_vmcorefs(*args)
-        # emulate knows no vector registers from --save-areas: SIGP gives zeros
-        built.vectors = [bytes(512)] * spec.cpus if spec.vector else None
+        # emulate knows no vector registers from --save-areas: kdump reads
+        # every CPU's where the crashed kernel stored them
     else:
         # a stand-alone dump IPL stores the running boot CPU's status (the
         # capture kernel's, if it ran) at 0x1200: it is the first save area
-        built.desc.write_text(description(spec, save_areas, built.vectors, capture_sa))
+        built.desc.write_text(description(spec, save_areas, given if spec.vector else None, capture_sa))
     return built
 
 
@@ -345,7 +365,7 @@ def description(spec: Spec, save_areas: list[bytes], vectors: list[bytes] | None
             lines.append(f'save_area = "{sa.hex()}"')
         elif boot_status is not None and spec.environment == "standalone":
             lines.append(f'save_area = "{boot_status.hex()}"')
-        if vectors is not None:
+        if vectors is not None and (i or spec.environment != "kdump"):  # kdump: the boot CPU's are in memory
             lines.append(f'vector = "{vectors[i].hex()}"')
     return "\n".join(lines) + "\n"
 
@@ -540,3 +560,41 @@ def test_check_command(name, code, machines):
     if name == "standalone-capture-no-os-info":
         assert "decision: stand-alone dump (" in res.stdout and "but the crashed kernel's os_info does not " \
             "verify: os_info pointer: 0x0 at lowcore 0xe18 (none)" in res.stdout, res.stdout
+
+
+async def test_vector_registers_that_cannot_be_had_are_named_not_passed_off(machines, tmp_path, mounter):
+    """
+    A stand-alone description without SIGP's vector registers (memory holds
+    only stale ones), and a kdump whose boot CPU lowcore names no save area:
+    the notes keep their layout with zeros, and info, /meminfo and the mount
+    log say which CPUs and why.
+    """
+    built = machines("standalone-env-kdump-capable")
+    desc = tmp_path / "no-vector.toml"
+    desc.write_text(re.sub(r'(?m)^vector = ".*"\n', "", built.desc.read_text())
+                    .replace('path = "mem.raw"', f'path = "{built.dir / "mem.raw"}"'))
+    dump, vmcore = await render(desc)
+    assert [c.address for c in dump.vector_missing] == [0, 1, 2, 3]
+    assert all(c.vector == bytes(512) for c in dump.cpus)
+    assert "the source does not give what SIGP STORE ADDITIONAL STATUS returns" in dump.vector_text
+    info = run_vmcorefs("info", desc).stdout
+    assert "vector registers: yes, but NOT AVAILABLE for CPU 0, 1, 2, 3 (their VXRS notes hold zeros" in info, info
+    m = mounter(desc)
+    assert "vector_registers: NOT AVAILABLE" in m.path("meminfo/cpus/cpu2").read_text()
+    assert "v0: " not in m.path("meminfo/cpus/cpu2").read_text()
+    assert "NOT AVAILABLE for CPU 0, 1, 2, 3" in m.path("meminfo/summary").read_text()
+    m.unmount()
+    assert "CPU 3: no vector registers (its VXRS notes hold zeros)" in m.output()
+
+    # kdump: the boot CPU's lowcore (prefix PREFIX_BASE, old memory below S,
+    # so real PREFIX_BASE + B) has mcesad 0
+    built = machines("middle")
+    base = built.spec.crash[0]
+    desc = tmp_path / "no-mcesad.toml"
+    desc.write_text(built.desc.read_text().replace('path = "mem.raw"', f'path = "{built.dir / "mem.raw"}"')
+                    + f'\n[[store.patch]]\naddress = {base + PREFIX_BASE + 0x11B0:#x}\ndata = "{"00" * 8}"\n')
+    dump, _vmcore = await render(desc)
+    assert [c.address for c in dump.vector_missing] == [0]
+    assert dump.cpus[0].vector == bytes(512) and dump.cpus[1].vector == built.vectors[1]
+    assert f"lowcore at {PREFIX_BASE:#x} names no machine-check extended save area (mcesad 0x0)" \
+        in dump.vector_text, dump.vector_text

@@ -254,8 +254,7 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
         ("environment", env),
         ("memory", f"{size_text(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"),
         ("crashkernel", crash),
-        ("cpus", f"{len(dump.all_cpus)}, {len(dump.cpus)} dumped; vector registers: "
-                 f"{'yes' if m.vector else 'no'}"),
+        ("cpus", f"{len(dump.all_cpus)}, {len(dump.cpus)} dumped; vector registers: {dump.vector_text}"),
         ("/vmcore", f"{vmcore_size} bytes ({size_text(vmcore_size)}), {len(dump.ranges)} PT_LOAD"),
         ("os_info", osinfo),
         ("vmcoreinfo", rep.vmcoreinfo_source),

@@ -22,7 +22,7 @@ import tomllib
 from typing import Any
 
 from .errors import InputError
-from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE
+from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
 from .machine import Cpu, Machine, merge_ranges
 from .sclp import SdiasDevice, load_fault_rules, reader_defaults
 from .stores import BytesStore, FaultyStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
@@ -253,8 +253,7 @@ def cpus_from_json(path: str) -> tuple[list[dict], dict]:
             if "vxrs_low" in c and "vxrs_high" in c:
                 low = bytes.fromhex(c["vxrs_low"])
                 high = bytes.fromhex(c["vxrs_high"])
-                fprs = regs["fprs"]
-                vector = b"".join(fprs[i].to_bytes(8, "big") + low[i * 8:i * 8 + 8] for i in range(16)) + high
+                vector = vector_from_notes(regs["fprs"], low, high)
             out.append({"address": c.get("cpu_address", c.get("qemu_cpu_index", len(out))),
                         "save_area": save_area_from_regs(**regs), "vector": vector})
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:

@@ -31,7 +31,8 @@ import time
 from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
-from .layouts import PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, tod_from_unix
+from .layouts import (LC, MCESA_ORIGIN_MASK, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE,
+                      tod_from_unix)
 from .machine import Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
@@ -45,11 +46,20 @@ MODES = ("auto", "kdump", "standalone")
 
 @dataclasses.dataclass(frozen=True)
 class CpuState:
-    """A dumped CPU: its address, 512-byte save area and vector registers."""
+    """
+    A dumped CPU: its address, 512-byte save area and vector registers.
+
+    :param vector: V0..V31 (512 bytes), or None without the vector facility
+    :param vector_from: where the vector registers were read
+    :param vector_missing: why the CPU's vector registers cannot be had (then
+        *vector* is zeros, to keep the layout of the notes), or None
+    """
 
     address: int
     save_area: bytes
     vector: bytes | None
+    vector_from: str = ""
+    vector_missing: str | None = None
 
     @property
     def regs(self) -> dict:
@@ -203,13 +213,77 @@ class Dump:
                 sa = cpu.save_area
                 if sa is None:
                     raise InputError(f"CPU {cpu.address} has no save area (what SIGP STORE STATUS would give)")
-            vx = None
-            if machine.vector:
-                vx = cpu.vector if cpu.vector is not None else bytes(VX_SAVE_AREA_SIZE)
-            cpus.append(CpuState(cpu.address, sa, vx))
+            state = CpuState(cpu.address, sa, None)
+            if machine.vector and state.prefix:
+                state = await self._with_vector(state, cpu.vector, boot=i == 0)
+            elif machine.vector:
+                state = dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE))
+            cpus.append(state)
         self.all_cpus = cpus
         # a CPU whose prefix is 0 is not dumped
         self.cpus = [c for c in cpus if c.prefix != 0]
+        for c in self.vector_missing:
+            log.warning("CPU %d: no vector registers (its VXRS notes hold zeros): %s", c.address, c.vector_missing)
+
+    async def _with_vector(self, state: CpuState, given: bytes | None, boot: bool) -> CpuState:
+        """
+        Return *state* with its vector registers:
+
+        - where the crashed kernel started kdump (a swap to undo), it stored
+          every CPU's V0..V31 in that CPU's machine-check extended save area
+          (``smp_store_status``, ``__machine_kdump``), whose address is at
+          its lowcore + 0x11B0 (``mcesad``, low 10 bits masked off): read
+          there for the boot CPU, which now runs the capture kernel, and for
+          any other CPU whose SIGP STORE ADDITIONAL STATUS the source does
+          not hold (it gives the same: a stopped CPU keeps its registers);
+        - else as SIGP STORE ADDITIONAL STATUS, or the dump file, gives them.
+          A stand-alone dump tool never reads them from memory: what is
+          there is stale (the last kdump or machine check).
+        """
+        machine = self.machine
+        if self.swap is not None and (boot or given is None):
+            lowcore = state.prefix
+            try:
+                raw = await self.oldmem.read(lowcore + LC.MCESAD, 8)
+                origin = int.from_bytes(raw, "big") & MCESA_ORIGIN_MASK
+                if not origin or not machine.contains(origin, VX_SAVE_AREA_SIZE):
+                    why = (f"the crashed kernel's lowcore at {lowcore:#x} names no machine-check extended save "
+                           f"area (mcesad {int.from_bytes(raw, 'big'):#x}"
+                           + (")" if not origin else ", outside memory)"))
+                    return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+                vx = await self.oldmem.read(origin, VX_SAVE_AREA_SIZE)
+            except MemoryReadError as exc:
+                why = f"cannot read them from the crashed kernel's memory: {exc}"
+                return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+            return dataclasses.replace(state, vector=vx, vector_from=(
+                f"the save areas the crashed kernel stored before kdump at {origin:#x} "
+                f"(mcesad, lowcore {lowcore:#x} + {LC.MCESAD:#x})"))
+        if given is not None:
+            return dataclasses.replace(state, vector=given, vector_from=(
+                "the dump file" if machine.environment == "file" else "SIGP STORE ADDITIONAL STATUS"))
+        why = ("the dump file holds none" if machine.environment == "file" else
+               "the source does not give what SIGP STORE ADDITIONAL STATUS returns, and a stand-alone dump "
+               "never takes them from memory (a save area there is stale)")
+        return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+
+    @property
+    def vector_missing(self) -> list[CpuState]:
+        """The dumped CPUs whose vector registers are zeros in place of the unknown."""
+        return [c for c in self.cpus if c.vector_missing is not None]
+
+    @property
+    def vector_text(self) -> str:
+        """One line on the vector registers, for ``info`` and /meminfo/summary."""
+        if not self.machine.vector:
+            return "no (the machine has no vector facility: no VXRS notes)"
+        missing = self.vector_missing
+        if not missing:
+            kinds = sorted({c.vector_from.partition(" at ")[0] for c in self.cpus})
+            return "yes, from " + " and ".join(kinds)
+        cpus = ", ".join(str(c.address) for c in missing)
+        reasons = sorted({c.vector_missing for c in missing})
+        return (f"yes, but NOT AVAILABLE for CPU {cpus} (their VXRS notes hold zeros, not registers): "
+                + "; ".join(reasons))
 
     @property
     def capture_view(self) -> str:

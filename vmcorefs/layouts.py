@@ -44,6 +44,7 @@ __all__ = (
     "EM",
     "Layout",
     "LC",
+    "MCESA_ORIGIN_MASK",
     "NT",
     "OS_INFO",
     "OS_INFO_ENTRY",
@@ -57,6 +58,8 @@ __all__ = (
     "SAVE_AREA_OFFSET",
     "VX_SAVE_AREA",
     "VX_SAVE_AREA_SIZE",
+    "vector_from_notes",
+    "vector_notes",
     "cksm",
     "note",
     "page_align",
@@ -132,6 +135,12 @@ class LC(enum.IntEnum):
     VMCORE_INFO = 0xE0C  # u64, unaligned: address of the VMCOREINFO ELF note
     OS_INFO = 0xE18  # u64: address of the os_info page
     FPREGS_SAVE_AREA = 0x1200  # start of the 512-byte save area
+    MCESAD = 0x11B0  # u64 of each CPU's lowcore (at its prefix): machine-check extended save area address
+
+
+# mcesad: the save area's origin, and in the low bits a length code where the
+# machine has guarded storage (arch/s390/include/asm/nmi.h MCESA_ORIGIN_MASK)
+MCESA_ORIGIN_MASK = ~0x3FF & 0xFFFFFFFFFFFFFFFF
 
 
 SAVE_AREA_OFFSET = 0x1200
@@ -331,6 +340,27 @@ S390_NOTE_DESC = {
 # 16 bytes each, as 64 doublewords (V0 high, V0 low, V1 high, ...); the high
 # halves of V0..V15 are the floating point registers.
 VX_SAVE_AREA = Layout("vx_save_area", 512, [(0, "vrs", "64Q")])
+
+
+def vector_notes(vector: bytes) -> tuple[bytes, bytes]:
+    """
+    Return the NT_S390_VXRS_LOW and NT_S390_VXRS_HIGH descriptors of the
+    vector registers *vector* (a :data:`VX_SAVE_AREA`): the low halves of
+    V0..V15, and V16..V31 whole.
+    """
+    vrs = VX_SAVE_AREA.unpack(vector)["vrs"]
+    low = S390_NOTE_DESC[NT.S390_VXRS_LOW].pack(vxrs_low=vrs[1:32:2])
+    return low, vector[256:512]
+
+
+def vector_from_notes(fprs, low: bytes, high: bytes) -> bytes:
+    """
+    Return the :data:`VX_SAVE_AREA` of the floating point registers *fprs*
+    (the high halves of V0..V15) and the VXRS_LOW and VXRS_HIGH descriptors.
+    """
+    lows = S390_NOTE_DESC[NT.S390_VXRS_LOW].unpack(low)["vxrs_low"]
+    highs = S390_NOTE_DESC[NT.S390_VXRS_HIGH].unpack(high)["vxrs_high"]
+    return VX_SAVE_AREA.pack(vrs=[half for i in range(16) for half in (fprs[i], lows[i])] + list(highs))
 
 
 def note(name: bytes, n_type: int, desc: bytes) -> bytes:

@@ -60,7 +60,8 @@ class Cpu:
         gives for this CPU; None for the boot CPU, whose registers are in old
         memory at absolute 0x1200 (environment ``file``: always given)
     :param vector: the 512 bytes of vector registers V0..V31 (SIGP STORE
-        ADDITIONAL STATUS), or None for zeros
+        ADDITIONAL STATUS), or None if the source does not hold them (in
+        kdump they are then read where the crashed kernel stored them)
     """
 
     address: int
@@ -172,6 +173,9 @@ class Machine:
         if environment == "kdump" and cpus[0].save_area is not None:
             raise InputError("in a kdump environment the boot CPU's registers are in old memory at 0x1200; "
                              "give no save_area for the first CPU")
+        if environment == "kdump" and cpus[0].vector is not None:
+            raise InputError("in a kdump environment the boot CPU's vector registers are in old memory (where "
+                             "its lowcore's mcesad at 0x11B0 points); give no vector for the first CPU")
         if environment == "file":
             if sclp is not None or oldmem is not None:
                 raise InputError("a dump file is old memory as is: it has no HSA and no crashkernel swap")

@@ -92,12 +92,15 @@ def open_elf_core(path: str) -> Machine:
             raise InputError(f"{path}: the PT_LOAD of {start:#x}-{end:#x} is not page aligned")
         memory.append((start, end))
     notes = read_elf_notes(path, phdrs)
-    elf_cpus, _producer = cpus_from_notes(notes, path)
+    elf_cpus, producer = cpus_from_notes(notes, path)
     cpus = [Cpu(c.address, c.save_area, c.vector) for c in elf_cpus]
     vmcoreinfo = next((n.desc for n in notes if n.name == b"VMCOREINFO"), None)
+    # the kernel writes vector notes exactly where the machine has the facility;
+    # QEMU writes them for every CPU: decide as the kernel does (CR0)
+    vector = any(c.vector is not None for c in cpus) if producer.startswith("kernel") else None
     store = ElfMemoryStore(path, loads)
     try:
-        return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo)
+        return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo, vector)
     except BaseException:
         store.close()
         raise

@@ -35,7 +35,7 @@ import os
 from ..errors import InputError
 from ..layouts import (EI_CLASS, EI_DATA, ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ELF64_SHDR, ELF_FPREGSET,
                        ELF_PRSTATUS, ELFCLASS64, ELFDATA2MSB, ELFMAG, EM, ET_CORE, NT, PN_XNUM, PT,
-                       S390_NOTE_DESC, SAVE_AREA, VX_SAVE_AREA)
+                       S390_NOTE_DESC, SAVE_AREA, vector_from_notes)
 
 __all__ = ("ElfCpu", "ElfNote", "PRODUCERS", "cpus_from_elf", "cpus_from_notes", "detect_producer",
            "parse_notes", "read_elf_notes", "read_program_headers")
@@ -287,10 +287,7 @@ def _cpu(index: int, g: dict[int, ElfNote], producer: str, where: str) -> ElfCpu
     if (low is None) != (high is None):
         raise InputError(f"{where}: CPU {index + 1} has only one of NT_S390_VXRS_LOW and NT_S390_VXRS_HIGH")
     if low is not None and high is not None:
-        lows = S390_NOTE_DESC[NT.S390_VXRS_LOW].unpack(low.desc)["vxrs_low"]
-        highs = S390_NOTE_DESC[NT.S390_VXRS_HIGH].unpack(high.desc)["vxrs_high"]
-        vrs = [half for i in range(16) for half in (fp["fprs"][i], lows[i])] + list(highs)
-        vector = VX_SAVE_AREA.pack(vrs=vrs)
+        vector = vector_from_notes(fp["fprs"], low.desc, high.desc)
     return ElfCpu(index, pid, index, save_area, vector)
 
 

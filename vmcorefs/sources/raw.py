@@ -19,7 +19,10 @@ what a description would say from the memory itself:
   lowcore, whose save area at +0x1200 the crashed kernel filled when it
   stopped the CPUs (what SIGP STORE STATUS gives the capture kernel);
 - *vector facility*: the boot CPU's control register 0 bit 46 (vector
-  enablement), which a kernel sets exactly when the machine has it.
+  enablement), which a kernel sets exactly when the machine has it (also
+  for QEMU's ELF dumps, which hold vector notes even for a CPU without the
+  facility); the vector registers themselves are read where the crashed
+  kernel stored them (:meth:`~vmcorefs.dump.Dump._with_vector`).
 
 Kernel addresses are taken as physical when the kernel is not relocated
 (``KERNELOFFSET=0``, identity mapping at 0, as on Linux before 6.10); else
@@ -90,6 +93,14 @@ async def discover_cpus(old: OldMemory, contains) -> tuple[bytes, list[bytes], s
     return boot, others, f"boot CPU from 0x1200, {len(others)} more from lowcore_ptr[] at {array:#x}"
 
 
+def _crashed_boot_cpu(probe: Machine, oldmem: tuple[int, int], name: str) -> bytes:
+    """Return the crashed kernel's boot CPU save area (old 0x1200, behind the capture kernel's swap)."""
+    try:
+        return run_without_loop(OldMemory(probe, oldmem, None).read(SAVE_AREA_OFFSET, SAVE_AREA.size))
+    except MemoryReadError as exc:
+        raise InputError(f"{name}: cannot read the crashed kernel's boot CPU at 0x1200: {exc.reason}") from exc
+
+
 def run_without_loop(coro):
     """
     Run a coroutine that never waits (old memory without an HSA is read
@@ -120,13 +131,17 @@ def find_oldmem(store: Store, size: int) -> tuple[int, int] | None:
 
 
 def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
-                        cpus: list[Cpu] | None = None, vmcoreinfo: bytes | None = None) -> Machine:
+                        cpus: list[Cpu] | None = None, vmcoreinfo: bytes | None = None,
+                        vector: bool | None = None) -> Machine:
     """
     Return the machine whose memory *store* holds (see the module docs).
 
     :param cpus: the CPUs as a core file's notes give them (boot CPU first);
         None: find them in memory
     :param vmcoreinfo: the VMCOREINFO a core file carries
+    :param vector: whether the machine has the vector facility, if the
+        source says so with authority (a kernel's own notes); None: as the
+        kernel decides it, by the crashed boot CPU's control register 0
     """
     end = memory[-1][1]
     oldmem = find_oldmem(store, end)
@@ -135,10 +150,16 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
     async def find() -> tuple[bytes, list[bytes], str]:
         return await discover_cpus(OldMemory(probe, oldmem, None), probe.contains)
     if cpus is not None:
-        vector = any(c.vector is not None for c in cpus)
         if oldmem:  # a capture kernel runs on the boot CPU: its crashed state is in old memory
+            if vector is None:
+                vector = vector_enabled(_crashed_boot_cpu(probe, oldmem, name))
+            # its registers and vector registers: the crashed kernel's, from old memory
             return Machine(memory=memory, real=store, environment="kdump", cpus=[Cpu(cpus[0].address)] + cpus[1:],
                            vector=vector, oldmem=oldmem, name=name, vmcoreinfo=vmcoreinfo)
+        if vector is None:
+            online = [c for c in cpus if c.save_area is not None and SAVE_AREA.unpack(c.save_area)["prefix"]]
+            vector = bool(online) and vector_enabled(online[0].save_area)
+        cpus = cpus if vector else [Cpu(c.address, c.save_area) for c in cpus]
         return Machine(memory=memory, real=store, environment="file", cpus=cpus, vector=vector, name=name,
                        vmcoreinfo=vmcoreinfo)
     try:

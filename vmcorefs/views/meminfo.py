@@ -59,8 +59,12 @@ def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None =
     lines += [f"cpu_timer: {r['timer']:016x}",
               f"clock_comparator: {r['todcmp'].hex()} (raw save-area bytes)",
               f"tod_programmable: {r['todpreg']:08x}"]
-    if cpu.vector is not None:
-        lines += [f"v{i}: {cpu.vector[i * 16:i * 16 + 16].hex()}" for i in range(32)]
+    if cpu.vector is not None and number:
+        if cpu.vector_missing is not None:
+            lines.append(f"vector_registers: NOT AVAILABLE, the VXRS notes hold zeros: {cpu.vector_missing}")
+        else:
+            lines.append(f"vector_registers: from {cpu.vector_from}")
+            lines += [f"v{i}: {cpu.vector[i * 16:i * 16 + 16].hex()}" for i in range(32)]
     return "\n".join(lines) + "\n"
 
 
@@ -90,8 +94,7 @@ def summary_text(dump: Dump) -> str:
         out.append(f"crashkernel: {b:#x}-{b + s - 1:#x} ({size_text(s)})")
     else:
         out.append("crashkernel: none")
-    out.append(f"cpus: {len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: "
-               f"{'yes' if m.vector else 'no'}")
+    out.append(f"cpus: {len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: {dump.vector_text}")
     for i, c in enumerate(dump.all_cpus):
         regs = c.regs
         out.append(f"  cpu {c.address}: prefix {regs['prefix']:#010x} psw {regs['psw'][0]:016x} "

@@ -21,7 +21,7 @@ import dataclasses
 
 from ..dump import CpuState, Dump
 from ..layouts import (ELF64_EHDR, ELF64_PHDR, ELF_FPREGSET, ELF_IDENT_S390X, ELF_PRPSINFO, ELF_PRSTATUS,
-                       EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PT, SAVE_AREA, note, page_align)
+                       EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PT, SAVE_AREA, note, page_align, vector_notes)
 from .extents import BytesExtent, Extent, ExtentFile, MemoryExtent, ZeroExtent
 
 __all__ = ("VmcoreLayout", "build_notes", "build_vmcore", "cpu_notes")
@@ -48,10 +48,9 @@ def cpu_notes(cpu: CpuState, number: int) -> bytes:
         note(LINUX, NT.S390_PREFIX, sa[off("prefix"):off("prefix") + 4]),
     ]
     if cpu.vector is not None:
-        vx = cpu.vector
-        # VXRS_HIGH: V16..V31; VXRS_LOW: the low halves of V0..V15
-        out.append(note(LINUX, NT.S390_VXRS_HIGH, vx[256:512]))
-        out.append(note(LINUX, NT.S390_VXRS_LOW, b"".join(vx[i * 16 + 8:i * 16 + 16] for i in range(16))))
+        low, high = vector_notes(cpu.vector)
+        out.append(note(LINUX, NT.S390_VXRS_HIGH, high))
+        out.append(note(LINUX, NT.S390_VXRS_LOW, low))
     return b"".join(out)
 
 

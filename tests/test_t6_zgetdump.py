@@ -33,7 +33,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, require_fuse
+from conftest import REPO, require_fuse, sha256_file
 from reference import note_desc, raw_notes
 from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs, write_description
 from test_t6_consumers import require_s390x, run
@@ -313,8 +313,9 @@ def test_zgetdump_finds_the_crashed_system_in_zcore_mem(zgetdump, tmp_path):
     prod.unlink()
 
     # vmcorefs finds it in the dump file as well: mounted as SOURCE, its
-    # /vmcore is the kernel's but for the vector registers, which the s390
-    # dump format does not hold
+    # /vmcore is the kernel's, byte for byte (the s390 dump format holds no
+    # vector registers, but the crashed kernel stored them before kdump
+    # where its lowcores' mcesad points)
     (tmp_path / "mnt2").mkdir()
     m = Mount(str(dump), tmp_path / "mnt2")
     try:
@@ -322,6 +323,7 @@ def test_zgetdump_finds_the_crashed_system_in_zcore_mem(zgetdump, tmp_path):
         assert "environment: file" in summary and "mode: kdump" in summary
         assert "capture kernel: was running when the dump was taken" in summary
         assert (elf_memory_digest(m.path("vmcore")), elf_cpus(m.path("vmcore"))) == want
+        assert sha256_file(m.path("vmcore")) == sha256_file(kernel)
         m.unmount()
     finally:
         m.cleanup()

@@ -15,7 +15,8 @@ and a re-IPL block.
 
 from __future__ import annotations
 
-from .layouts import (OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE, cksm, note)
+from .layouts import (OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE, VX_SAVE_AREA, cksm,
+                      note)
 from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
 from .stores import BytesStore, GeneratedStore, OverlayStore, Store, address_words
@@ -118,10 +119,11 @@ def demo_cpu_regs(i: int) -> dict:
 
 
 def demo_vector(i: int) -> bytes:
-    regs = demo_cpu_regs(i)
-    low = b"".join(regs["fprs"][r].to_bytes(8, "big") + ((i << 8) | r).to_bytes(8, "big") for r in range(16))
-    high = b"".join(((0xF0 + i) << 120 | r).to_bytes(16, "big") for r in range(16, 32))
-    return low + high
+    """V0..V15: the FPRs and ``i << 8 | n`` to their right; V16..V31: ``(0xF0 + i) << 120 | n``."""
+    fprs = demo_cpu_regs(i)["fprs"]
+    halves = [h for n in range(16) for h in (fprs[n], (i << 8) | n)]
+    halves += [h for n in range(16, 32) for h in ((0xF0 + i) << 56, n)]
+    return VX_SAVE_AREA.pack(vrs=halves)
 
 
 def demo_doc() -> dict:

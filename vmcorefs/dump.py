@@ -37,7 +37,7 @@ from .machine import Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
 
-__all__ = ("CpuState", "Dump", "MODES")
+__all__ = ("CpuState", "Decision", "Dump", "MODES", "decide", "read_cpus")
 
 log = logging.getLogger(__name__)
 
@@ -70,201 +70,248 @@ class CpuState:
         return self.regs["prefix"]
 
 
-class Dump:
-    """The crashed system as a dump tool sees it; build with :meth:`open`."""
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """
+    What a dump tool decides from a machine and the mode asked for
+    (:func:`decide`): nothing in it changes afterwards.
 
-    machine: Machine
+    :param mode: ``kdump`` or ``standalone``
+    :param why: the reason, one line
+    :param swap: the crashkernel ``(base, size)`` whose swap old memory is
+        read through, or None
+    :param capture: stand-alone or dump file: the crashkernel a capture
+        kernel that was running names in its parmarea, or None
+    :param report: the crashed kernel's os_info, checked, with the
+        VMCOREINFO the mode takes
+    :param ranges: the exported memory ranges (kdump: detected memory
+        minus the crashkernel)
+    """
+
     mode: str
     why: str
-    ranges: list[tuple[int, int]]
-    oldmem: OldMemory
-    cpus: list[CpuState]
-    all_cpus: list[CpuState]
-    report: OsInfoReport
     swap: tuple[int, int] | None
-    capture: tuple[int, int] | None  # stand-alone: the crashkernel of a capture kernel that was running
-    hsa: HsaReader | None
-    tod: int  # TOD clock of the dump: the dump file's, else when it was opened
-    on_change: list[Callable[[], Awaitable[None]]]  # awaited after the HSA was released
+    capture: tuple[int, int] | None
+    report: OsInfoReport
+    ranges: tuple[tuple[int, int], ...]
+
+
+async def decide(machine: Machine, mode: str = "auto", hsa: HsaReader | None = None) -> Decision:
+    """
+    Examine *machine* and decide the dump mode.
+
+    :param mode: ``auto`` (kdump if a valid kdump setup exists, else
+        stand-alone), or force ``kdump`` / ``standalone``
+    :param hsa: the HSA reader of a stand-alone machine
+    :raises InputError: a forced kdump without a valid setup, or a machine
+        whose old memory cannot be reached
+    """
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    swap = machine.find_oldmem()
+    if machine.environment == "kdump" and swap is None:
+        raise InputError("kdump environment, but the capture kernel's parmarea names no crashkernel "
+                         "(OLDMEM_BASE/SIZE at 0x10418 are 0): give crashkernel in the description "
+                         "or use environment = \"standalone\"")
+    report = await analyse(OldMemory(machine, swap, hsa).read, machine.contains, expect_crashkernel=swap)
+    capture = (await _running_capture_kernel(machine, hsa)
+               if machine.environment in ("standalone", "file") else None)
+    capture_why = ""
+    if capture is not None:
+        # a stand-alone dump (or a dump file one wrote) caught a capture kernel
+        # running: show the crashed kernel, the swap undone, when its os_info
+        # verifies and the mode allows (what that kernel's /proc/vmcore shows)
+        base, size = capture
+        found = (f"kdump capture kernel was running (its parmarea names the crashkernel "
+                 f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
+        if mode == "standalone":
+            capture_why = f"; memory as it is: a {found}"
+        else:
+            crashed = await analyse(OldMemory(machine, capture, hsa).read, machine.contains,
+                                    expect_crashkernel=capture)
+            if crashed.kdump_ok:
+                check = Check("capture kernel", True,
+                              found + ": the crashed kernel's memory is read with the swap undone")
+                swap, report = capture, dataclasses.replace(crashed, checks=[check] + crashed.checks)
+            else:
+                capture_why = (f"; a {found}, but the crashed kernel's os_info does not verify: "
+                               + "; ".join(crashed.reasons or ["no crashkernel"]))
+
+    kdump_ok = report.kdump_ok
+    reasons = "; ".join(report.reasons or ["no crashkernel"])
+    if mode == "auto":
+        chosen = "kdump" if kdump_ok else "standalone"
+        why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
+               "no valid kdump setup: " + reasons) + capture_why
+    elif mode == "kdump":
+        if not kdump_ok:
+            raise InputError(f"cannot force kdump mode: no valid kdump setup ({reasons}){capture_why}")
+        chosen, why = "kdump", "forced with --mode kdump; the kdump setup is valid"
+    else:
+        chosen, why = "standalone", "forced with --mode standalone" + capture_why
+    if chosen == "kdump":
+        base, size = report.crashkernel
+        ranges = _subtract(machine.memory, base, base + size)
+    else:
+        ranges = list(machine.memory)
+    # a kdump kernel takes VMCOREINFO from os_info entry 0, a zfcpdump kernel
+    # only through lowcore 0xE0C; a core file's own note wins over both
+    report = report.with_vmcoreinfo(use_os_info=chosen == "kdump")
+    if machine.vmcoreinfo is not None:
+        report = dataclasses.replace(report, vmcoreinfo=machine.vmcoreinfo,
+                                     vmcoreinfo_source="the source's VMCOREINFO note")
+    return Decision(chosen, why, swap, capture, report, tuple(ranges))
+
+
+async def _running_capture_kernel(machine: Machine, hsa: HsaReader | None) -> tuple[int, int] | None:
+    """
+    Return the crashkernel ``(base, size)`` that a capture kernel running at
+    the time of a stand-alone dump names in its parmarea (OLDMEM_BASE/
+    OLDMEM_SIZE at 0x10418, through the HSA), else None. Only what kexec can
+    have written counts: both set, page aligned, the crashkernel above
+    ``[0, size)`` and inside detected memory.
+    """
+    if not machine.contains(PARMAREA_ADDRESS, PARMAREA.size):
+        return None  # too little memory for a kernel's parmarea
+    try:
+        raw = await OldMemory(machine, None, hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
+    except MemoryReadError as exc:
+        log.warning("cannot read the parmarea at %#x, so cannot tell whether a capture kernel was running: %s",
+                    PARMAREA_ADDRESS, exc)
+        return None
+    oldmem = oldmem_from_parmarea(raw)
+    if oldmem is None or not oldmem_plausible(*oldmem, machine.real.size) or not machine.contains(*oldmem):
+        return None
+    return oldmem
+
+
+async def read_cpus(machine: Machine, oldmem: OldMemory) -> list[CpuState]:
+    """
+    Return every CPU's state as the dump tool gets it, boot CPU first: its
+    registers from old 0x1200 (unless a dump file gives them; behind a
+    capture kernel's swap the file's boot CPU ran the capture kernel), the
+    others' as SIGP STORE STATUS or the file gives them; and the vector
+    registers (:func:`_with_vector`).
+    """
+    cpus = []
+    for i, cpu in enumerate(machine.cpus):
+        if i == 0 and (machine.boot_registers_in_old_memory or oldmem.swap is not None):
+            try:
+                sa = await oldmem.read(SAVE_AREA_OFFSET, SAVE_AREA.size)
+            except MemoryReadError as exc:
+                raise InputError(f"cannot read the boot CPU's registers at 0x1200: {exc.reason}") from exc
+        else:
+            sa = cpu.save_area
+            if sa is None:
+                raise InputError(f"CPU {cpu.address} has no save area (what SIGP STORE STATUS would give)")
+        state = CpuState(cpu.address, sa, None)
+        if machine.vector and state.prefix:
+            state = await _with_vector(machine, oldmem, state, cpu.vector, boot=i == 0)
+        elif machine.vector:  # not dumped
+            state = dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE))
+        cpus.append(state)
+    return cpus
+
+
+async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, given: bytes | None,
+                       boot: bool) -> CpuState:
+    """
+    Return *state* with its vector registers:
+
+    - where the crashed kernel started kdump (a swap to undo), it stored
+      every CPU's V0..V31 in that CPU's machine-check extended save area
+      (``smp_store_status``, ``__machine_kdump``), whose address is at its
+      lowcore + 0x11B0 (``mcesad``, low 10 bits masked off): read there for
+      the boot CPU, which now runs the capture kernel, and for any other CPU
+      whose SIGP STORE ADDITIONAL STATUS the source does not hold (it gives
+      the same: a stopped CPU keeps its registers);
+    - else as SIGP STORE ADDITIONAL STATUS, or the dump file, gives them. A
+      stand-alone dump tool never reads them from memory: what is there is
+      stale (the last kdump or machine check).
+
+    Where they cannot be had, zeros keep the notes' layout and
+    ``vector_missing`` says why.
+    """
+    if oldmem.swap is not None and (boot or given is None):
+        lowcore = state.prefix
+        try:
+            mcesad = int.from_bytes(await oldmem.read(lowcore + LC.MCESAD, 8), "big")
+            origin = mcesad & MCESA_ORIGIN_MASK
+            if not origin or not machine.contains(origin, VX_SAVE_AREA_SIZE):
+                why = (f"the crashed kernel's lowcore at {lowcore:#x} names no machine-check extended save "
+                       f"area (mcesad {mcesad:#x}" + (")" if not origin else ", outside memory)"))
+                return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+            vx = await oldmem.read(origin, VX_SAVE_AREA_SIZE)
+        except MemoryReadError as exc:
+            why = f"cannot read them from the crashed kernel's memory: {exc}"
+            return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+        return dataclasses.replace(state, vector=vx, vector_from=(
+            f"the save areas the crashed kernel stored before kdump at {origin:#x} "
+            f"(mcesad, lowcore {lowcore:#x} + {LC.MCESAD:#x})"))
+    if given is not None:
+        return dataclasses.replace(state, vector=given, vector_from=(
+            "the dump file" if machine.environment == "file" else "SIGP STORE ADDITIONAL STATUS"))
+    why = ("the dump file holds none" if machine.environment == "file" else
+           "the source does not give what SIGP STORE ADDITIONAL STATUS returns, and a stand-alone dump "
+           "never takes them from memory (a save area there is stale)")
+    return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+
+
+class Dump:
+    """
+    The crashed system as a dump tool sees it; build with :meth:`open`.
+
+    Everything is decided when it is built (:class:`Decision`, the CPUs);
+    what changes afterwards is only the HSA, when it is released
+    (:meth:`release_hsa`, then the *on_change* callbacks are awaited).
+    """
+
+    def __init__(self, machine: Machine, decision: Decision, oldmem: OldMemory, cpus: list[CpuState],
+                 hsa: HsaReader | None, tod: int) -> None:
+        self.machine = machine
+        self.decision = decision
+        self.oldmem = oldmem
+        self.hsa = hsa
+        self.tod = tod  # TOD clock of the dump: the dump file's, else when it was opened
+        self.all_cpus = list(cpus)
+        self.cpus = [c for c in cpus if c.prefix != 0]  # a CPU whose prefix is 0 is not dumped
+        self.on_change: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, machine: Machine, mode: str = "auto") -> "Dump":
         """
-        Examine *machine* and decide the dump mode.
+        Examine *machine*, decide the dump mode (:func:`decide`) and read the CPUs.
 
-        :param mode: ``auto`` (kdump if a valid kdump setup exists, else
-            stand-alone), or force ``kdump`` / ``standalone``
-        :raises InputError: a forced kdump without a valid setup, or a
-            machine whose old memory cannot be reached
+        :raises InputError: see :func:`decide`; an HSA that does not answer
         """
-        if mode not in MODES:
-            raise InputError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-        self = cls()
-        self.machine = machine
-        self.hsa = None
-        self.on_change = []
-        header = machine.source_header or {}
-        self.tod = header.get("tod") or tod_from_unix(time.time_ns() // 1000)
+        hsa = None
         if machine.sclp is not None:
-            self.hsa = HsaReader(machine.sclp, **machine.hsa_options)
+            hsa = HsaReader(machine.sclp, **machine.hsa_options)
             try:
-                size = await self.hsa.query_size()
+                size = await hsa.query_size()
             except MemoryReadError as exc:
                 raise InputError(f"cannot query the HSA size over SCLP: {exc.reason}") from exc
             if size != machine.hsa_size:
                 raise InputError(f"SCLP reports an HSA of {size:#x} bytes, the machine has {machine.hsa_size:#x}")
-        self.swap = machine.find_oldmem()
-        if machine.environment == "kdump" and self.swap is None:
-            raise InputError("kdump environment, but the capture kernel's parmarea names no crashkernel "
-                             "(OLDMEM_BASE/SIZE at 0x10418 are 0): give crashkernel in the description "
-                             "or use environment = \"standalone\"")
-        self.oldmem = OldMemory(machine, self.swap, self.hsa)
-        self.report = await analyse(self.oldmem.read, machine.contains, expect_crashkernel=self.swap)
-        capture_why = await self._behind_a_capture_kernel(mode)
-
-        kdump_ok = self.report.kdump_ok
-        if mode == "auto":
-            self.mode = "kdump" if kdump_ok else "standalone"
-            self.why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
-                        "no valid kdump setup: " + "; ".join(self.report.reasons or ["no crashkernel"])) + capture_why
-        elif mode == "kdump":
-            if not kdump_ok:
-                raise InputError("cannot force kdump mode: no valid kdump setup ("
-                                 + "; ".join(self.report.reasons or ["no crashkernel"]) + ")" + capture_why)
-            self.mode, self.why = "kdump", "forced with --mode kdump; the kdump setup is valid"
-        else:
-            self.mode, self.why = "standalone", "forced with --mode standalone" + capture_why
-        if self.mode == "kdump":
-            # the exported memory is all detected memory minus the crashkernel
-            base, size = self.report.crashkernel
-            self.ranges = _subtract(machine.memory, base, base + size)
-        else:
-            self.ranges = list(machine.memory)
-        # a kdump kernel takes VMCOREINFO from os_info entry 0, a zfcpdump
-        # kernel only through lowcore 0xE0C
-        self.report.select_vmcoreinfo(use_os_info=self.mode == "kdump")
-        if machine.vmcoreinfo is not None:
-            self.report.vmcoreinfo, self.report.vmcoreinfo_source = machine.vmcoreinfo, "the source's VMCOREINFO note"
-        await self._read_cpus()
-        return self
-
-    async def _behind_a_capture_kernel(self, mode: str) -> str:
-        """
-        Stand-alone dump or dump file: if a capture kernel was running
-        (:meth:`_running_capture_kernel`, kept in ``capture``), read the
-        crashed kernel's memory with the swap undone when its os_info
-        verifies and *mode* allows (what the capture kernel's /proc/vmcore
-        would have shown). Return what to add to the reason for the mode.
-        """
-        machine = self.machine
-        self.capture = (await self._running_capture_kernel()
-                        if machine.environment in ("standalone", "file") else None)
-        if self.capture is None:
-            return ""
-        base, size = self.capture
-        found = (f"kdump capture kernel was running (its parmarea names the crashkernel "
-                 f"{base:#x}+{size:#x}, swapped with [0, {size:#x}))")
-        if mode == "standalone":
-            return f"; memory as it is: a {found}"
-        crashed = OldMemory(machine, self.capture, self.hsa)
-        report = await analyse(crashed.read, machine.contains, expect_crashkernel=self.capture)
-        if not report.kdump_ok:
-            return (f"; a {found}, but the crashed kernel's os_info does not verify: "
-                    + "; ".join(report.reasons or ["no crashkernel"]))
-        report.checks.insert(0, Check("capture kernel", True,
-                                      found + ": the crashed kernel's memory is read with the swap undone"))
-        self.swap, self.oldmem, self.report = self.capture, crashed, report
-        return ""
-
-    async def _running_capture_kernel(self) -> tuple[int, int] | None:
-        """
-        Return the crashkernel ``(base, size)`` that a capture kernel running
-        at the time of a stand-alone dump names in its parmarea (OLDMEM_BASE/
-        OLDMEM_SIZE at 0x10418, through the HSA), else None. Only what kexec
-        can have written counts: both set, page aligned, the crashkernel
-        above ``[0, size)`` and inside detected memory.
-        """
-        if not self.machine.contains(PARMAREA_ADDRESS, PARMAREA.size):
-            return None  # too little memory for a kernel's parmarea
-        try:
-            raw = await OldMemory(self.machine, None, self.hsa).read(PARMAREA_ADDRESS, PARMAREA.size)
-        except MemoryReadError as exc:
-            log.warning("cannot read the parmarea at %#x, so cannot tell whether a capture kernel was running: %s",
-                        PARMAREA_ADDRESS, exc)
-            return None
-        oldmem = oldmem_from_parmarea(raw)
-        if oldmem is None or not oldmem_plausible(*oldmem, self.machine.real.size) \
-                or not self.machine.contains(*oldmem):
-            return None
-        return oldmem
-
-    async def _read_cpus(self) -> None:
-        machine = self.machine
-        cpus = []
-        for i, cpu in enumerate(machine.cpus):
-            # the boot CPU: from old 0x1200, unless a dump file gives it; behind
-            # a capture kernel's swap the file's boot CPU ran the capture kernel
-            if i == 0 and (machine.boot_registers_in_old_memory or self.swap is not None):
-                try:
-                    sa = await self.oldmem.read(SAVE_AREA_OFFSET, SAVE_AREA.size)
-                except MemoryReadError as exc:
-                    raise InputError(f"cannot read the boot CPU's registers at 0x1200: {exc.reason}") from exc
-            else:
-                sa = cpu.save_area
-                if sa is None:
-                    raise InputError(f"CPU {cpu.address} has no save area (what SIGP STORE STATUS would give)")
-            state = CpuState(cpu.address, sa, None)
-            if machine.vector and state.prefix:
-                state = await self._with_vector(state, cpu.vector, boot=i == 0)
-            elif machine.vector:
-                state = dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE))
-            cpus.append(state)
-        self.all_cpus = cpus
-        # a CPU whose prefix is 0 is not dumped
-        self.cpus = [c for c in cpus if c.prefix != 0]
-        for c in self.vector_missing:
+        decision = await decide(machine, mode, hsa)
+        oldmem = OldMemory(machine, decision.swap, hsa)
+        cpus = await read_cpus(machine, oldmem)
+        tod = (machine.source_header or {}).get("tod") or tod_from_unix(time.time_ns() // 1000)
+        dump = cls(machine, decision, oldmem, cpus, hsa, tod)
+        for c in dump.vector_missing:
             log.warning("CPU %d: no vector registers (its VXRS notes hold zeros): %s", c.address, c.vector_missing)
+        return dump
 
-    async def _with_vector(self, state: CpuState, given: bytes | None, boot: bool) -> CpuState:
-        """
-        Return *state* with its vector registers:
+    mode = property(lambda self: self.decision.mode, doc="``kdump`` or ``standalone``")
+    why = property(lambda self: self.decision.why, doc="why that mode")
+    swap = property(lambda self: self.decision.swap, doc="the crashkernel whose swap old memory is read through")
+    capture = property(lambda self: self.decision.capture, doc="a running capture kernel's crashkernel")
+    report = property(lambda self: self.decision.report, doc="the crashed kernel's os_info, checked")
 
-        - where the crashed kernel started kdump (a swap to undo), it stored
-          every CPU's V0..V31 in that CPU's machine-check extended save area
-          (``smp_store_status``, ``__machine_kdump``), whose address is at
-          its lowcore + 0x11B0 (``mcesad``, low 10 bits masked off): read
-          there for the boot CPU, which now runs the capture kernel, and for
-          any other CPU whose SIGP STORE ADDITIONAL STATUS the source does
-          not hold (it gives the same: a stopped CPU keeps its registers);
-        - else as SIGP STORE ADDITIONAL STATUS, or the dump file, gives them.
-          A stand-alone dump tool never reads them from memory: what is
-          there is stale (the last kdump or machine check).
-        """
-        machine = self.machine
-        if self.swap is not None and (boot or given is None):
-            lowcore = state.prefix
-            try:
-                raw = await self.oldmem.read(lowcore + LC.MCESAD, 8)
-                origin = int.from_bytes(raw, "big") & MCESA_ORIGIN_MASK
-                if not origin or not machine.contains(origin, VX_SAVE_AREA_SIZE):
-                    why = (f"the crashed kernel's lowcore at {lowcore:#x} names no machine-check extended save "
-                           f"area (mcesad {int.from_bytes(raw, 'big'):#x}"
-                           + (")" if not origin else ", outside memory)"))
-                    return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
-                vx = await self.oldmem.read(origin, VX_SAVE_AREA_SIZE)
-            except MemoryReadError as exc:
-                why = f"cannot read them from the crashed kernel's memory: {exc}"
-                return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
-            return dataclasses.replace(state, vector=vx, vector_from=(
-                f"the save areas the crashed kernel stored before kdump at {origin:#x} "
-                f"(mcesad, lowcore {lowcore:#x} + {LC.MCESAD:#x})"))
-        if given is not None:
-            return dataclasses.replace(state, vector=given, vector_from=(
-                "the dump file" if machine.environment == "file" else "SIGP STORE ADDITIONAL STATUS"))
-        why = ("the dump file holds none" if machine.environment == "file" else
-               "the source does not give what SIGP STORE ADDITIONAL STATUS returns, and a stand-alone dump "
-               "never takes them from memory (a save area there is stale)")
-        return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """The exported memory ranges."""
+        return list(self.decision.ranges)
 
     @property
     def vector_missing(self) -> list[CpuState]:

@@ -104,9 +104,9 @@ def emulate(args) -> int:
             cpus += [{"address": i + 1, "save_area": sa, "vector": None} for i, sa in enumerate(others)]
             vector = vector or vector_enabled(boot)
         if args.environment == "kdump" and (cpus[0]["save_area"] is not None or cpus[0]["vector"] is not None):
-            print("vmcorefs: note: kdump: the boot CPU runs the capture kernel; its crashed registers are taken "
-                  "from old memory (0x1200, vector registers where its lowcore's mcesad points), not from the "
-                  "given state", file=sys.stderr)
+            print("vmcorefs: note: kdump: the boot CPU's registers are taken from old memory at 0x1200 (its vector "
+                  "registers where its lowcore's mcesad points), not from the given state: it runs the capture "
+                  "kernel", file=sys.stderr)
             cpus[0]["save_area"] = cpus[0]["vector"] = None
         if not vector:
             for c in cpus:

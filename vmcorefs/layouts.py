@@ -44,6 +44,7 @@ __all__ = (
     "EM",
     "Layout",
     "LC",
+    "LOWCORE_DUMP_INFO",
     "MCESA_ORIGIN_MASK",
     "NT",
     "OS_INFO",
@@ -64,7 +65,6 @@ __all__ = (
     "note",
     "page_align",
     "tod_from_unix",
-    "unix_from_tod",
 )
 
 PAGE_SIZE = 4096
@@ -137,6 +137,15 @@ class LC(enum.IntEnum):
     FPREGS_SAVE_AREA = 0x1200  # start of the 512-byte save area
     MCESAD = 0x11B0  # u64 of each CPU's lowcore (at its prefix): machine-check extended save area address
 
+
+# What a crashed kernel leaves a dump tool in its absolute lowcore,
+# 0xE00..0xE1F (offsets relative to 0xE00; the VMCOREINFO pointer is unaligned).
+LOWCORE_DUMP_INFO = Layout("lowcore_dump_info", 0x20, [
+    (0x00, "ipib", "Q"),  # 0xE00 address of the re-IPL block
+    (0x08, "ipib_checksum", "I"),  # 0xE08
+    (0x0C, "vmcore_info", "Q"),  # 0xE0C address of the VMCOREINFO ELF note
+    (0x18, "os_info", "Q"),  # 0xE18 address of the os_info page
+])
 
 # mcesad: the save area's origin, and in the low bits a length code where the
 # machine has guarded storage (arch/s390/include/asm/nmi.h MCESA_ORIGIN_MASK)
@@ -418,11 +427,6 @@ TOD_UNIX_EPOCH = 0x7D91048BCA000000
 def tod_from_unix(microseconds: int) -> int:
     """Return the s390 TOD clock value of a Unix time in microseconds."""
     return (TOD_UNIX_EPOCH + (microseconds << 12)) & ((1 << 64) - 1)
-
-
-def unix_from_tod(tod: int) -> int:
-    """Return the Unix time in microseconds of an s390 TOD clock value."""
-    return (tod - TOD_UNIX_EPOCH) >> 12
 
 
 # --------------------------------------------------------------------------

@@ -298,6 +298,3 @@ class OldMemory:
             if n:
                 parts.append(self.machine.real.read(real, n))
         return b"".join(parts)
-
-    async def read_u64(self, address: int) -> int:
-        return int.from_bytes(await self.read(address, 8), "big")

@@ -21,8 +21,8 @@ import dataclasses
 from typing import Awaitable, Callable
 
 from .errors import MemoryReadError
-from .layouts import (LC, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_ENTRY_NAMES,
-                      OS_INFO_MAGIC, PAGE_SIZE, cksm)
+from .layouts import (ELF64_NHDR, LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY,
+                      OS_INFO_ENTRY_NAMES, OS_INFO_MAGIC, PAGE_SIZE, cksm)
 
 __all__ = ("Check", "OsInfoEntry", "OsInfoReport", "analyse", "find_vmcoreinfo_note", "parse_vmcoreinfo",
            "vmcoreinfo_number")
@@ -100,6 +100,12 @@ class OsInfoReport:
     def reasons(self) -> list[str]:
         return [f"{c.name}: {c.detail}" for c in self.checks if not c.ok]
 
+    def with_vmcoreinfo(self, use_os_info: bool) -> "OsInfoReport":
+        """Return a copy that takes VMCOREINFO as :meth:`select_vmcoreinfo` says."""
+        out = dataclasses.replace(self, checks=list(self.checks), entries=list(self.entries))
+        out.select_vmcoreinfo(use_os_info)
+        return out
+
     def select_vmcoreinfo(self, use_os_info: bool) -> None:
         """Take VMCOREINFO from os_info entry 0 if *use_os_info* and valid, else from the 0xE0C note."""
         ent = self.entry("vmcoreinfo")
@@ -173,9 +179,9 @@ async def find_vmcoreinfo_note(read: ReadFn, ptr: int, contains: Callable[[int, 
     hdr = await _read(read, ptr, 24)
     if hdr is None:
         return None, f"cannot read the note at {ptr:#x}"
-    namesz = int.from_bytes(hdr[0:4], "big")
-    descsz = int.from_bytes(hdr[4:8], "big")
-    name = hdr[12:12 + len(VMCOREINFO_NOTE_NAME)]
+    nhdr = ELF64_NHDR.unpack(hdr)
+    namesz, descsz = nhdr["n_namesz"], nhdr["n_descsz"]
+    name = hdr[ELF64_NHDR.size:ELF64_NHDR.size + len(VMCOREINFO_NOTE_NAME)]
     if name != VMCOREINFO_NOTE_NAME or hdr[22:23] not in (b"\0",) or namesz != len(VMCOREINFO_NOTE_NAME) + 1:
         return None, f"no VMCOREINFO note at {ptr:#x}"
     if descsz == 0 or descsz > MAX_VMCOREINFO_SIZE:
@@ -189,8 +195,7 @@ async def find_vmcoreinfo_note(read: ReadFn, ptr: int, contains: Callable[[int, 
 
 
 async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
-                  expect_crashkernel: tuple[int, int] | None = None,
-                  use_os_info_vmcoreinfo: bool = True) -> OsInfoReport:
+                  expect_crashkernel: tuple[int, int] | None = None) -> OsInfoReport:
     """
     Read and check the crashed kernel's lowcore pointers and os_info.
 
@@ -198,18 +203,16 @@ async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
     :param contains: whether a range lies in detected memory
     :param expect_crashkernel: the crashkernel the capture kernel was given
         (kdump environment); os_info must name the same
-    :param use_os_info_vmcoreinfo: take VMCOREINFO from os_info entry 0 when
-        valid (what a kdump kernel does; a zfcpdump kernel uses only 0xE0C)
     """
     rep = OsInfoReport()
-    low = await _read(read, 0xE00, 0x20)
+    low = await _read(read, LC.IPIB, LOWCORE_DUMP_INFO.size)
     if low is None:
         rep.add("lowcore", False, "cannot read the absolute lowcore")
         return rep
-    rep.ipib_addr = int.from_bytes(low[0x00:0x08], "big")
-    rep.ipib_csum = int.from_bytes(low[0x08:0x0C], "big")
-    rep.vmcoreinfo_ptr = int.from_bytes(low[0x0C:0x14], "big")
-    rep.os_info_ptr = ptr = int.from_bytes(low[0x18:0x20], "big")
+    lc = LOWCORE_DUMP_INFO.unpack(low)
+    rep.ipib_addr, rep.ipib_csum = lc["ipib"], lc["ipib_checksum"]
+    rep.vmcoreinfo_ptr = lc["vmcore_info"]
+    rep.os_info_ptr = ptr = lc["os_info"]
 
     # --- os_info page
     if not rep.add("os_info pointer", ptr != 0 and ptr % PAGE_SIZE == 0 and contains(ptr, PAGE_SIZE),
@@ -253,7 +256,7 @@ async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
 
     # --- VMCOREINFO: os_info entry 0 first, then the note at 0xE0C
     rep.note_vmcoreinfo, rep.note_source = await find_vmcoreinfo_note(read, rep.vmcoreinfo_ptr, contains)
-    rep.select_vmcoreinfo(use_os_info_vmcoreinfo)
+    rep.select_vmcoreinfo(use_os_info=True)  # what a kdump kernel does; the decision may choose 0xE0C
     ent = rep.entry("reipl_block")
     if ent is not None and ent.ok:
         rep.reipl_block = ent.data

@@ -34,8 +34,13 @@ numbered from 0 in ``lc_vec`` order.
 Vector registers: the format has no place of its own for them. zipl's
 dumpers store them where lowcore 0x11B0 points and zgetdump looks there,
 but later kernels use that field for the machine-check extended save
-area, and the kernel's zcore never stored them: vmcorefs does not guess, a
-machine read from an s390 dump has no vector registers.
+area, and the kernel's zcore never stored them: vmcorefs does not guess
+from a stand-alone dump. The facility is decided as the kernel does, by
+the boot CPU's control register 0; where the machine has it, the notes keep
+the kernel's layout and the dump says the registers are not available, but
+for a dump that caught a capture kernel running, shown as the crashed
+kernel: that kernel stored them before kdump, where its lowcores' mcesad
+points (see :class:`~vmcorefs.dump.Dump`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END
                        SAVE_AREA_OFFSET)
 from ..machine import Cpu, Machine
 from ..stores import RawFileStore, Store
+from .raw import vector_enabled
 
 __all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "is_s390_dump", "open_s390_dump", "read_header")
 
@@ -204,7 +210,8 @@ def open_s390_dump(path: str) -> Machine:
             "real_cpu_cnt": hdr["real_cpu_cnt"] if version >= 5 else 0,
         }
         return Machine(memory=[(0, hdr["mem_size"])], real=store, environment="file", cpus=cpus,
-                       name=os.path.basename(path), source_header=source_header)
+                       vector=vector_enabled(cpus[0].save_area), name=os.path.basename(path),
+                       source_header=source_header)
     except BaseException:
         store.close()
         raise

@@ -113,7 +113,8 @@ async def decide(machine: Machine, mode: str = "auto", hsa: HsaReader | None = N
         raise InputError("kdump environment, but the capture kernel's parmarea names no crashkernel "
                          "(OLDMEM_BASE/SIZE at 0x10418 are 0): give crashkernel in the description "
                          "or use environment = \"standalone\"")
-    report = await analyse(OldMemory(machine, swap, hsa).read, machine.contains, expect_crashkernel=swap)
+    report = await analyse(OldMemory(machine, swap, hsa).read, machine.contains, expect_crashkernel=swap,
+                           left_out=machine.outside if machine.is_kdump_vmcore else None)
     capture = (await _running_capture_kernel(machine, hsa)
                if machine.environment in ("standalone", "file") else None)
     capture_why = ""
@@ -141,8 +142,11 @@ async def decide(machine: Machine, mode: str = "auto", hsa: HsaReader | None = N
     reasons = "; ".join(report.reasons or ["no crashkernel"])
     if mode == "auto":
         chosen = "kdump" if kdump_ok else "standalone"
-        why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
-               "no valid kdump setup: " + reasons) + capture_why
+        if kdump_ok and machine.is_kdump_vmcore:
+            why = "the source is a kdump vmcore a capture kernel wrote (every os_info check passed)"
+        else:
+            why = ("a valid kdump setup exists (every os_info check passed)" if kdump_ok else
+                   "no valid kdump setup: " + reasons) + capture_why
     elif mode == "kdump":
         if not kdump_ok:
             raise InputError(f"cannot force kdump mode: no valid kdump setup ({reasons}){capture_why}")

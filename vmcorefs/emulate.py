@@ -18,7 +18,7 @@ import sys
 
 from .description import FORMAT, cpus_from_json, dump_toml
 from .errors import InputError
-from .layouts import SAVE_AREA_OFFSET
+from .layouts import SAVE_AREA, SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
 from .sources.raw import discover_cpus, find_oldmem, run_without_loop, vector_enabled
 from .stores import RawFileStore
@@ -55,6 +55,12 @@ def _read_prefix_save_areas(old: OldMemory, prefixes) -> list[bytes]:
     return run_without_loop(read_all())
 
 
+def _cr0_vector(cpus: list[dict]) -> bool:
+    """Whether the first online CPU's control register 0 enables the vector facility."""
+    online = [c for c in cpus if c["save_area"] is not None and SAVE_AREA.unpack(c["save_area"])["prefix"]]
+    return bool(online) and vector_enabled(online[0]["save_area"])
+
+
 def emulate(args) -> int:
     """Write the description *args* ask for (see ``vmcorefs emulate --help``)."""
     image_path = os.path.abspath(args.image)
@@ -69,7 +75,8 @@ def emulate(args) -> int:
             entries, _extra = cpus_from_json(args.cpus_json)
             for e in entries:
                 cpus.append({"address": e["address"], "save_area": e["save_area"], "vector": e["vector"]})
-                vector = vector or e["vector"] is not None
+            # QEMU's view: vector registers even without the facility; decide as the kernel does
+            vector = vector or _cr0_vector(cpus)
         if getattr(args, "cpus_from_elf", None):
             if args.cpus_json or args.save_areas:
                 raise InputError("--cpus-from-elf gives every CPU's state: do not combine it with "
@@ -79,7 +86,10 @@ def emulate(args) -> int:
             log.info("%s: %d CPUs, written by %s", args.cpus_from_elf, len(elf_cpus), producer)
             for c in elf_cpus:
                 cpus.append({"address": c.address, "save_area": c.save_area, "vector": c.vector})
-                vector = vector or c.vector is not None
+            # a kernel writes vector notes exactly where the machine has the facility,
+            # QEMU for every CPU: then decide as the kernel does
+            vector = vector or (any(c.vector is not None for c in elf_cpus) if producer.startswith("kernel")
+                                else _cr0_vector(cpus))
         if args.save_areas:
             with open(args.save_areas, "rb") as f:
                 data = f.read()

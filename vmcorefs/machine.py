@@ -42,12 +42,13 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible",
-           "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "KIND_KERNEL_VMCORE", "Machine", "OldMemory", "merge_ranges",
+           "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
+KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a capture kernel's /proc/vmcore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +142,9 @@ class Machine:
     :param hsa_options: keyword arguments for :class:`HsaReader`
     :param vmcoreinfo: the VMCOREINFO a core file source carries (it wins
         over what old memory points to)
+    :param kind: what kind of source the machine comes from (``machine
+        description``, ``raw memory image``, ``s390 dump file``, ...), for
+        messages and reports
     :param source_header: environment ``file``: the fields of the dump
         file's header (``DF_S390_HDR``), which views that write the same
         format again keep (dump time, CPU id, real memory size, CPU count)
@@ -150,7 +154,7 @@ class Machine:
                  cpus: list[Cpu], vector: bool = False, sclp: SdiasDevice | None = None,
                  oldmem: tuple[int, int] | None = None, hsa_options: dict | None = None,
                  name: str = "machine", source_header: dict | None = None,
-                 vmcoreinfo: bytes | None = None) -> None:
+                 vmcoreinfo: bytes | None = None, kind: str = "machine description") -> None:
         if environment not in ENVIRONMENTS:
             raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
         self.memory = merge_ranges(memory)
@@ -190,6 +194,7 @@ class Machine:
         self.oldmem = oldmem
         self.hsa_options = dict(hsa_options or {})
         self.name = name
+        self.kind = kind
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
 
@@ -209,6 +214,15 @@ class Machine:
     def boot_registers_in_old_memory(self) -> bool:
         """Whether the boot CPU's registers are read from old absolute 0x1200 (not given)."""
         return self.environment != "file"
+
+    @property
+    def is_kdump_vmcore(self) -> bool:
+        """Whether the source is a capture kernel's /proc/vmcore (the crashkernel left out of it)."""
+        return self.kind == KIND_KERNEL_VMCORE
+
+    def outside(self, address: int, length: int) -> bool:
+        """Return whether ``[address, address+length)`` overlaps no detected memory."""
+        return not any(start < address + length and address < end for start, end in self.memory)
 
     def contains(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` lies in detected memory."""

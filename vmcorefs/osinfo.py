@@ -195,7 +195,8 @@ async def find_vmcoreinfo_note(read: ReadFn, ptr: int, contains: Callable[[int, 
 
 
 async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
-                  expect_crashkernel: tuple[int, int] | None = None) -> OsInfoReport:
+                  expect_crashkernel: tuple[int, int] | None = None,
+                  left_out: Callable[[int, int], bool] | None = None) -> OsInfoReport:
     """
     Read and check the crashed kernel's lowcore pointers and os_info.
 
@@ -203,6 +204,9 @@ async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
     :param contains: whether a range lies in detected memory
     :param expect_crashkernel: the crashkernel the capture kernel was given
         (kdump environment); os_info must name the same
+    :param left_out: the memory is a capture kernel's kdump vmcore, which
+        leaves the crashkernel out: ``left_out(address, length)`` says
+        whether a range lies wholly outside it, as the crashkernel must
     """
     rep = OsInfoReport()
     low = await _read(read, LC.IPIB, LOWCORE_DUMP_INFO.size)
@@ -242,17 +246,21 @@ async def analyse(read: ReadFn, contains: Callable[[int, int], bool], *,
                 rep.add("crashkernel", False, "none reserved (size 0)")
             elif base % PAGE_SIZE or size % PAGE_SIZE:
                 rep.add("crashkernel", False, f"{base:#x}+{size:#x} is not page aligned")
-            elif not contains(base, size):
-                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is not in this memory (outside it, "
-                        "across a hole, or left out as a kdump vmcore does)")
             elif base < size:
                 rep.add("crashkernel", False, f"base {base:#x} below size {size:#x}: the swap would overlap")
             elif expect_crashkernel is not None and (base, size) != tuple(expect_crashkernel):
                 rep.add("crashkernel", False, f"os_info says {base:#x}+{size:#x}, the capture kernel "
                         f"was given {expect_crashkernel[0]:#x}+{expect_crashkernel[1]:#x}")
+            elif left_out is not None and not left_out(base, size):
+                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is partly in this kdump vmcore's memory: "
+                        "a capture kernel leaves all of it out")
+            elif left_out is None and not contains(base, size):
+                rep.add("crashkernel", False, f"{base:#x}+{size:#x} is not in this memory (outside it, or "
+                        "across a hole)")
             else:
                 rep.crashkernel = (base, size)
-                rep.add("crashkernel", True, f"{base:#x}-{base + size - 1:#x} ({size >> 20} MiB)")
+                rep.add("crashkernel", True, f"{base:#x}-{base + size - 1:#x} ({size >> 20} MiB)"
+                        + (", left out of this kdump vmcore as its capture kernel did" if left_out else ""))
 
     # --- VMCOREINFO: os_info entry 0 first, then the note at 0xE0C
     rep.note_vmcoreinfo, rep.note_source = await find_vmcoreinfo_note(read, rep.vmcoreinfo_ptr, contains)

@@ -25,7 +25,7 @@ import os
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import ELFMAG, PAGE_SIZE, PT
-from ..machine import Cpu, Machine
+from ..machine import KIND_KERNEL_VMCORE, Cpu, Machine
 from ..stores import RawFileStore, Store
 from .elfnotes import cpus_from_notes, read_elf_notes, read_program_headers
 from .raw import machine_from_memory
@@ -100,7 +100,8 @@ def open_elf_core(path: str) -> Machine:
     vector = any(c.vector is not None for c in cpus) if producer.startswith("kernel") else None
     store = ElfMemoryStore(path, loads)
     try:
-        return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo, vector)
+        kind = KIND_KERNEL_VMCORE if producer.startswith("kernel") else "QEMU ELF dump"
+        return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo, vector, kind)
     except BaseException:
         store.close()
         raise

@@ -132,13 +132,14 @@ def find_oldmem(store: Store, size: int) -> tuple[int, int] | None:
 
 def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
                         cpus: list[Cpu] | None = None, vmcoreinfo: bytes | None = None,
-                        vector: bool | None = None) -> Machine:
+                        vector: bool | None = None, kind: str = "raw memory image") -> Machine:
     """
     Return the machine whose memory *store* holds (see the module docs).
 
     :param cpus: the CPUs as a core file's notes give them (boot CPU first);
         None: find them in memory
     :param vmcoreinfo: the VMCOREINFO a core file carries
+    :param kind: what the source is (see :class:`~vmcorefs.machine.Machine`)
     :param vector: whether the machine has the vector facility, if the
         source says so with authority (a kernel's own notes); None: as the
         kernel decides it, by the crashed boot CPU's control register 0
@@ -155,13 +156,13 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
                 vector = vector_enabled(_crashed_boot_cpu(probe, oldmem, name))
             # its registers and vector registers: the crashed kernel's, from old memory
             return Machine(memory=memory, real=store, environment="kdump", cpus=[Cpu(cpus[0].address)] + cpus[1:],
-                           vector=vector, oldmem=oldmem, name=name, vmcoreinfo=vmcoreinfo)
+                           vector=vector, oldmem=oldmem, name=name, vmcoreinfo=vmcoreinfo, kind=kind)
         if vector is None:
             online = [c for c in cpus if c.save_area is not None and SAVE_AREA.unpack(c.save_area)["prefix"]]
             vector = bool(online) and vector_enabled(online[0].save_area)
         cpus = cpus if vector else [Cpu(c.address, c.save_area) for c in cpus]
         return Machine(memory=memory, real=store, environment="file", cpus=cpus, vector=vector, name=name,
-                       vmcoreinfo=vmcoreinfo)
+                       kind=kind, vmcoreinfo=vmcoreinfo)
     try:
         boot, others, how = run_without_loop(find())
     except MemoryReadError as exc:
@@ -170,13 +171,13 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
     found = [Cpu(0)] + [Cpu(i + 1, sa) for i, sa in enumerate(others)]
     if oldmem:
         return Machine(memory=memory, real=store, environment="kdump", cpus=found,
-                       vector=vector_enabled(boot), oldmem=oldmem, name=name)
+                       vector=vector_enabled(boot), oldmem=oldmem, name=name, kind=kind)
     hsa_size = min(DEFAULT_HSA_SIZE, end)
     hsa = SliceStore(store, 0, hsa_size, name="HSA")
     real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
     return Machine(memory=memory, real=real, environment="standalone", cpus=found,
                    vector=vector_enabled(boot), sclp=SdiasDevice(hsa), hsa_options=reader_defaults(hsa_size),
-                   name=name)
+                   name=name, kind=kind)
 
 
 def open_raw_image(path: str) -> Machine:

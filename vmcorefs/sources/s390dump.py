@@ -211,7 +211,7 @@ def open_s390_dump(path: str) -> Machine:
         }
         return Machine(memory=[(0, hdr["mem_size"])], real=store, environment="file", cpus=cpus,
                        vector=vector_enabled(cpus[0].save_area), name=os.path.basename(path),
-                       source_header=source_header)
+                       source_header=source_header, kind="s390 dump file")
     except BaseException:
         store.close()
         raise

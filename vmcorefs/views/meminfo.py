@@ -22,23 +22,11 @@ from __future__ import annotations
 
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
-from ..osinfo import parse_vmcoreinfo
-from ..units import size_text
+from ..report import summary_text
 from .extents import LiveText
 from .tree import Directory, File, text_file
 
-__all__ = ("build_meminfo", "cpu_text", "summary_text")
-
-ENVIRONMENT_NOTES = {
-    "standalone": " (HSA behind SCLP)",
-    "kdump": " (capture kernel running)",
-    "file": " (a dump file: old memory as stored)",
-}
-
-
-def _ranges(ranges: list[tuple[int, int]]) -> list[str]:
-    return [f"  {s:#018x}-{e - 1:#018x}  {size_text(e - s)}" for s, e in ranges]
-
+__all__ = ("build_meminfo", "cpu_text")
 
 def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None = None) -> str:
     """Return the decoded registers of one CPU (*source*: where they came from, if not the usual)."""
@@ -66,62 +54,6 @@ def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None =
             lines.append(f"vector_registers: from {cpu.vector_from}")
             lines += [f"v{i}: {cpu.vector[i * 16:i * 16 + 16].hex()}" for i in range(32)]
     return "\n".join(lines) + "\n"
-
-
-def summary_text(dump: Dump) -> str:
-    """Return the human-readable summary."""
-    m, rep = dump.machine, dump.report
-    out = [f"machine: {m.name}",
-           f"environment: {m.environment}" + ENVIRONMENT_NOTES.get(m.environment, ""),
-           f"mode: {dump.mode}",
-           f"why: {dump.why}",
-           f"memory: {size_text(m.memory_size)} in {len(m.memory)} range(s), ends at {m.memory_end:#x}"]
-    out += _ranges(m.memory)
-    exported = sum(e - s for s, e in dump.ranges)
-    out.append(f"exported: {size_text(exported)} in {len(dump.ranges)} range(s)")
-    out += _ranges(dump.ranges)
-    if m.sclp:
-        out.append(f"hsa: {size_text(m.hsa_size)} ({m.hsa_size:#x})"
-                   + (", released" if dump.hsa and dump.hsa.released else ""))
-    if dump.capture:
-        b, n = dump.capture
-        out.append(f"capture kernel: was running when the dump was taken (its parmarea: OLDMEM_BASE {b:#x}, "
-                   f"OLDMEM_SIZE {n:#x}); " + dump.capture_view)
-    if dump.swap:
-        out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
-    if rep.crashkernel:
-        b, s = rep.crashkernel
-        out.append(f"crashkernel: {b:#x}-{b + s - 1:#x} ({size_text(s)})")
-    else:
-        out.append("crashkernel: none")
-    out.append(f"cpus: {len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: {dump.vector_text}")
-    for i, c in enumerate(dump.all_cpus):
-        regs = c.regs
-        out.append(f"  cpu {c.address}: prefix {regs['prefix']:#010x} psw {regs['psw'][0]:016x} "
-                   f"{regs['psw'][1]:016x}{'  (boot)' if i == 0 else ''}")
-    if rep.header:
-        h = rep.header
-        out.append(f"os_info: at {rep.os_info_ptr:#x}, version {h['version_major']}.{h['version_minor']}, "
-                   f"checksum {h['csum']:#010x} ({'valid' if rep.valid else 'INVALID'})")
-        for e in rep.entries:
-            if e.present:
-                verdict = "OK" if e.ok else f"BAD: {e.problem}"
-                out.append(f"  entry {e.index} {e.name}: addr {e.addr:#x} size {e.size} "
-                           f"csum {e.csum:#010x} {verdict}")
-            elif e.index < 2:
-                out.append(f"  entry {e.index} {e.name}: absent")
-    else:
-        out.append(f"os_info: none ({rep.os_info_ptr or 0:#x} at lowcore 0xE18)")
-    out.append(f"vmcoreinfo: {rep.vmcoreinfo_source}")
-    if rep.vmcoreinfo:
-        release = parse_vmcoreinfo(rep.vmcoreinfo).get("OSRELEASE")
-        if release is not None:
-            out.append(f"kernel: {release}")
-    out.append("reipl_block: " + (f"{len(rep.reipl_block)} bytes at {rep.ipib_addr:#x}"
-                                   if rep.reipl_block else "none"))
-    out.append("checks:")
-    out += [f"  {c.line()}" for c in rep.checks]
-    return "\n".join(out) + "\n"
 
 
 def build_meminfo(dump: Dump) -> Directory:

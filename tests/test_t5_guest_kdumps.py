@@ -204,7 +204,10 @@ def explain_difference(ours, kernel) -> str:
         lines.append(f"size {size_a} (kernel: {size_b})")
     pa, pb = phdrs(ours), phdrs(kernel)
     if pa != pb:
-        lines.append(f"program headers {pa} (kernel: {pb})")
+        def show(ph):
+            return ", ".join(f"{'LOAD' if p['type'] == PT_LOAD else 'NOTE' if p['type'] == PT_NOTE else p['type']}"
+                             f" off={p['offset']:#x} paddr={p['paddr']:#x} filesz={p['filesz']:#x}" for p in ph)
+        lines.append(f"program headers: {show(pa)}\n  (kernel: {show(pb)})")
     na, nb = notes(ours), notes(kernel)
     names_a, names_b = note_names(na), note_names(nb)
     if names_a != names_b:
@@ -214,10 +217,15 @@ def explain_difference(ours, kernel) -> str:
                      f"only in the kernel's: {sorted(set(missing))}")
         lines.append(f"  ours:   {names_a}")
         lines.append(f"  kernel: {names_b}")
-    else:
+        # the others, in order, without the note kinds only one side has
+        kinds = set(extra) | set(missing)
+        na = [n for n, name in zip(na, names_a) if name not in kinds]
+        nb = [n for n, name in zip(nb, names_b) if name not in kinds]
+        names_a, names_b = note_names(na), note_names(nb)
+    if names_a == names_b:
         differ = [f"#{i} {n}" for i, (n, x, y) in enumerate(zip(names_a, na, nb)) if x[2] != y[2]]
-        if differ:
-            lines.append(f"notes with other contents: {differ}")
+        lines.append(f"notes with other contents: {differ}" if differ else
+                     "every other note is identical")
     if load_segments(ours) == load_segments(kernel):
         where = first_memory_difference(ours, kernel)
         lines.append("memory: identical" if where is None else f"memory: first difference at physical {where:#x}")

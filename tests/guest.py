@@ -13,6 +13,7 @@ what vmcorefs reads and what the kernel wrote:
                      to a virtio-blk disk after the VM continued (the oracle)
 ``cpus.json``        QMP ``query-cpus-fast`` at that moment, the CPUs taken
                      offline before the crash, the crash CPU, the options
+                     (not the ``emulate --cpus-json`` format)
 ``console.log``      both kernels' console; ``run.json``: command line,
                      inputs, timings, sizes; ``info-registers.txt``
 

@@ -2,7 +2,7 @@
 """
 Real kdumps made here (tests/guest.py): the guest kernel of ../shared/guest
 under qemu-system-s390x, 3 CPUs WITHOUT the vector facility
-(``-cpu max,vx=off``), CPU 2 taken offline before the crash on CPU 1. The
+(``-cpu max,vx=off,vxeh=off``), CPU 2 taken offline before the crash on CPU 1. The
 capture kernel's /proc/vmcore (``proc-vmcore.elf``) is the oracle: vmcorefs
 must give it byte for byte from QEMU's ELF dump of the same stopped guest,
 from its RAM image and through ``vmcorefs emulate``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import struct
 
 import pytest
@@ -106,6 +107,7 @@ def test_the_kernel_left_the_offline_cpu_out(guest):
     console = (guest / "console.log").read_text()
     assert "VMCOREFS-CPU-ONLINE cpu=2 online=0" in console
     assert "VMCOREFS-CRASHING on-cpu=1" in console
+    assert "warning" not in console  # e.g. QEMU's "'vxeh' requires 'vx'"
 
     kernel = cpu_note_sets(notes(guest / "proc-vmcore.elf"))
     qemu = cpu_note_sets(notes(guest / "qemu-kdump.elf"))
@@ -121,6 +123,8 @@ def test_the_kernel_left_the_offline_cpu_out(guest):
 
 
 def test_the_kernel_wrote_no_vector_notes(guest):
+    hwcap = int(re.search(r"VMCOREFS-HWCAP (0x[0-9a-f]+|0)", (guest / "console.log").read_text()).group(1), 0)
+    assert not hwcap & (1 << 11), f"the first kernel uses the vector registers (AT_HWCAP {hwcap:#x})"
     kernel = notes(guest / "proc-vmcore.elf")
     assert not [n for n in note_names(kernel) if "VXRS" in n], "a vx=off guest's kernel writes no VXRS notes"
     assert note_names(kernel) == (

@@ -20,8 +20,8 @@ what vmcorefs reads and what the kernel wrote:
 :func:`guest_kdump` returns the directory. It is cached under
 /var/tmp/vmcorefs-guest-kdumps/NAME-KEY, KEY hashing every input (the
 bzImage, init.c, this file, the options, the QEMU and compiler versions):
-a second call costs nothing, and a changed input makes a new one. Big
-files are sparse. Every QEMU step has a timeout, so a hung guest fails in
+a second call costs nothing, and a changed input makes a new one (versions
+of the same NAME unused for a week are removed then). Big files are sparse. Every QEMU step has a timeout, so a hung guest fails in
 minutes.
 
 Also a command: ``python tests/guest.py NAME [--smp N] [--cpu-options vx=off,vxeh=off]
@@ -359,12 +359,13 @@ def guest_kdump(name: str, *, smp: int = 2, cpu_options: str = "", offline_cpus:
         "guest_py_sha256": sha256_bytes(Path(__file__).read_bytes()),  # the procedure's version
         "qemu": tool_version([QEMU, "--version"]),
         "cc": tool_version([CC, "--version"]),
-        "cpu": cpu, "smp": smp, "memory_mib": memory_mib, "append": append,
+        "cpu": cpu, "smp": smp, "memory_mib": memory_mib, "crashkernel_mib": crashkernel_mib, "append": append,
         "offline_cpus": sorted(offline_cpus),
     }
     key = sha256_bytes(json.dumps(inputs, sort_keys=True).encode())[:16]
     final = CACHE / f"{name}-{key}"
     if complete(final):
+        os.utime(final / "run.json")  # used: see prune()
         return final
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f"{name}-{key}.lock", "w") as lock:
@@ -395,7 +396,22 @@ def guest_kdump(name: str, *, smp: int = 2, cpu_options: str = "", offline_cpus:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    prune(name, keep=final)
     return final
+
+
+def prune(name: str, keep: Path, days: float = 7) -> None:
+    """Remove this scenario's other cached versions (other inputs) unused for *days*."""
+    for old in CACHE.glob(f"{name}-*"):
+        if old == keep or not old.is_dir():
+            continue
+        try:
+            unused = time.time() - (old / "run.json").stat().st_mtime
+        except OSError:
+            continue
+        if unused > days * 86400:
+            shutil.rmtree(old, ignore_errors=True)
+            (CACHE / f"{old.name}.lock").unlink(missing_ok=True)
 
 
 def complete(directory: Path) -> bool:
@@ -411,7 +427,9 @@ def complete(directory: Path) -> bool:
 # CPU taken offline before the crash (one boot for both cases). vxeh (vector
 # enhancements, facility 135) goes with vx (129), else QEMU warns "'vxeh'
 # requires 'vx'" and offers a CPU no machine has; the kernel decides by 129.
-NOVX_OFFLINE = dict(smp=3, cpu_options="vx=off,vxeh=off", offline_cpus=(2,), memory_mib=512)
+# 256 MiB with a 96 MiB crashkernel: a smaller, faster guest than ../shared/
+# fixtures/guest-kdump-vx (512/160), and another layout (64 MiB works, too).
+NOVX_OFFLINE = dict(smp=3, cpu_options="vx=off,vxeh=off", offline_cpus=(2,), memory_mib=256, crashkernel_mib=96)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,9 +132,11 @@ def test_the_kernel_wrote_no_vector_notes(guest):
         + ["CORE/NT_PRSTATUS", "CORE/NT_PRFPREG", "LINUX/NT_S390_TIMER", "LINUX/NT_S390_TODCMP",
            "LINUX/NT_S390_TODPREG", "LINUX/NT_S390_CTRS", "LINUX/NT_S390_PREFIX"] * 2
         + ["VMCOREINFO/0x0"])
-    # one PT_LOAD: old memory below the crashkernel (160 MiB at the top of 512 MiB)
+    # one PT_LOAD: old memory below the crashkernel (at the top of memory)
     loads = [p for p in phdrs(guest / "proc-vmcore.elf") if p["type"] == PT_LOAD]
-    assert [(p["paddr"], p["memsz"]) for p in loads] == [(0, 0x16000000)]
+    below = (NOVX_OFFLINE["memory_mib"] - NOVX_OFFLINE["crashkernel_mib"]) << 20
+    assert [(p["paddr"], p["memsz"]) for p in loads] == [(0, below)]
+    assert f"VMCOREFS-CRASH-SIZE {NOVX_OFFLINE['crashkernel_mib'] << 20}" in (guest / "console.log").read_text()
 
 
 # --- vmcorefs: /vmcore from every source ------------------------------------

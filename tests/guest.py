@@ -224,7 +224,8 @@ class Console:
                 for line in self.lines[seen:]:
                     if marker in line:
                         return line
-                failed = [line for line in self.lines[seen:] if "VMCOREFS-ERROR" in line or "-FAILED" in line]
+                failed = [line for line in self.lines[seen:]
+                          if line.startswith("VMCOREFS-") and ("ERROR" in line or "FAILED" in line)]
                 if failed:
                     raise GuestError(f"guest failed while waiting for {marker!r}: {failed[0]}")
                 seen = len(self.lines)
@@ -269,13 +270,23 @@ def dig_holes(path: Path) -> None:
         subprocess.run(["fallocate", "--dig-holes", str(path)], capture_output=True, timeout=300)
 
 
+def die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies (a killed pytest leaves no QEMU behind)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
 def run_guest(work: Path, out: Path, initrd: Path, *, smp: int, cpu: str, memory_mib: int, append: str) -> dict:
     """Boot, crash, capture; write the files into *out*; return the timings."""
     ram = memory_mib << 20
     disk = work / "vmcore-disk.img"
     with open(disk, "wb") as f:
         f.truncate(ram)  # /proc/vmcore is smaller than RAM (the crashkernel is left out)
-    qmp_path = work / "qmp.sock"
+    sockdir = tempfile.mkdtemp(prefix="vmcorefs-qmp-")  # short: a socket path has at most 107 bytes
+    qmp_path = Path(sockdir) / "qmp.sock"
     cmd = [QEMU, "-machine", "s390-ccw-virtio", "-accel", "tcg", "-cpu", cpu, "-smp", str(smp),
            "-m", str(memory_mib), "-nographic", "-no-reboot", "-kernel", str(GUEST / "bzImage"),
            "-initrd", str(initrd), "-append", append,
@@ -284,7 +295,7 @@ def run_guest(work: Path, out: Path, initrd: Path, *, smp: int, cpu: str, memory
     t0 = time.monotonic()
     times: dict[str, float] = {}
     qemu = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=work, start_new_session=True)
+                            cwd=work, start_new_session=True, preexec_fn=die_with_parent)
     console = Console(qemu, out / "console.log", t0)
     qmp = None
     deadline = t0 + RUN_TIMEOUT
@@ -323,6 +334,7 @@ def run_guest(work: Path, out: Path, initrd: Path, *, smp: int, cpu: str, memory
             os.killpg(qemu.pid, 9)
             qemu.wait(30)
         console.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
     copy_sparse(disk, out / "proc-vmcore.elf", size)
     disk.unlink()
     (out / "info-registers.txt").write_text(registers)
@@ -372,6 +384,8 @@ def guest_kdump(name: str, *, smp: int = 2, cpu_options: str = "", offline_cpus:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another test run making the same guest: wait for it
         if complete(final):
             return final
+        for stale in CACHE.glob(f".{name}-{key}-*"):  # a killed run's; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
         t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{key}-", dir=CACHE))
         try:

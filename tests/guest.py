@@ -21,11 +21,12 @@ what vmcorefs reads and what the kernel wrote:
 /var/tmp/vmcorefs-guest-kdumps/NAME-KEY, KEY hashing every input (the
 bzImage, init.c, this file, the options, the QEMU and compiler versions):
 a second call costs nothing, and a changed input makes a new one (versions
-of the same NAME unused for a week are removed then). Big files are sparse. Every QEMU step has a timeout, so a hung guest fails in
-minutes.
+of the same NAME unused for a week are removed then). Big files are
+sparse. Every QEMU step has a timeout, so a hung guest fails in minutes.
 
-Also a command: ``python tests/guest.py NAME [--smp N] [--cpu-options vx=off,vxeh=off]
-[--offline 2] [--memory-mib 512]`` prints the directory.
+Also a command, printing the directory: ``python3 tests/guest.py NAME
+[--smp N] [--cpu-options vx=off,vxeh=off] [--offline 2] [--memory-mib 256]
+[--crashkernel-mib 96]``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ if [ "${1:-}" = test ]; then
     # eu-readelf (elfutils), vmcore-dmesg (kexec-tools), libkdumpfile for
     # /usr/bin/python3, qemu-s390x (qemu-user) for the s390x makedumpfile/crash
     want+=(gdb-multiarch zstd elfutils kexec-tools qemu-user python3-libkdumpfile)
+    # the guests of tests/guest.py: qemu-system-s390x boots ../shared/guest's
+    # kernel, the cross compiler builds the static /init (contrib/fixtures/init.c)
+    want+=(qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross)
 fi
 missing=()
 for p in "${want[@]}"; do

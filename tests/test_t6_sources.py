@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 
 import pytest
@@ -125,3 +126,19 @@ def test_qemu_core_with_truncated_notes_is_refused(tmp_path):
     res = run_vmcorefs("info", core, check=False)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "truncated" in res.stderr
+
+
+@pytest.mark.parametrize("fixture", ["kdump-1g", "guest-kdump-vx"])
+def test_a_kernels_kdump_vmcore_is_called_what_it_is(fixture, mounter):
+    """A capture kernel's /proc/vmcore as SOURCE: kdump, its crashkernel left out of it; check exits 0."""
+    core = unpack_fixture(fixture, "proc-vmcore.elf")
+    res = run_vmcorefs("check", core, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "decision: kdump (the source is a kdump vmcore a capture kernel wrote" in res.stdout, res.stdout
+    assert re.search(r"^OK   crashkernel: 0x[0-9a-f]+-0x[0-9a-f]+ \(\d+ MiB\), left out of this kdump vmcore",
+                     res.stdout, re.M), res.stdout
+    m = mounter(core)
+    summary = m.path("meminfo/summary").read_text()
+    assert "mode: kdump\n" in summary and "environment: file: kernel vmcore (ELF core)" in summary, summary
+    assert sha256(m.path("vmcore")) == sha256(core)
+    m.unmount()

@@ -154,7 +154,7 @@ def test_refused_sources_leave_no_file_open(tmp_path):
     """A source refused after its image was opened closes it again."""
     import struct
 
-    from vmcorefs.mount import open_source
+    from vmcorefs.sources import open_source
     core = tmp_path / "truncated.elf"
     ehdr = b"\x7fELF\x02\x02\x01" + bytes(9) + struct.pack(">HHIQQQIHHHHHH", 4, 22, 1, 0, 64, 0, 0, 64, 56,
                                                              1, 0, 0, 0)

@@ -67,7 +67,7 @@ def vmcore_bytes(source: str) -> bytes:
     import trio
 
     from vmcorefs.dump import Dump
-    from vmcorefs.mount import open_source
+    from vmcorefs.sources import open_source
     from vmcorefs.views.vmcore import build_vmcore
 
     async def build() -> bytes:

@@ -128,7 +128,7 @@ def cmd_umount(args) -> int:
 
 async def _open_dump(source: str, mode: str):
     from .dump import Dump
-    from .mount import open_source
+    from .sources import open_source
     if os.path.isdir(source):
         hint = (f"; for the dump mounted there read {source}/meminfo/summary" if os.path.ismount(source)
                 else "")

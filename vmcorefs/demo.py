@@ -143,4 +143,6 @@ def demo_doc() -> dict:
 
 def demo_machine() -> Machine:
     """Return the demo machine."""
-    return machine_from_doc(demo_doc(), ".", "demo")
+    machine = machine_from_doc(demo_doc(), ".", "demo")
+    machine.kind = "demo machine"
+    return machine

@@ -25,48 +25,11 @@ from typing import Callable
 import trio
 
 from .errors import InputError, VmcorefsError
-from .machine import Machine
+from .sources import open_source
 
-__all__ = ("check_mountpoint", "mount", "open_source", "unmount")
+__all__ = ("check_mountpoint", "mount", "unmount")
 
 log = logging.getLogger(__name__)
-
-
-def open_source(source: str) -> Machine:
-    """
-    Return the machine *source* names: ``demo``, an s390 dump file or an
-    ELF core (told by their magic), a machine description (TOML text), or
-    a raw s390x memory image (binary, with a z/Architecture lowcore: the
-    architecture mode byte at 0xA3 is 1).
-    """
-    if source == "demo":
-        from .demo import demo_machine
-        return demo_machine()
-    if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
-    if os.path.isdir(source):
-        raise InputError(f"{source} is a directory, not a machine description or dump")
-    from .sources.s390dump import is_s390_dump, open_s390_dump
-    if is_s390_dump(source):
-        return open_s390_dump(source)
-    from .sources.elfcore import is_elf, open_elf_core
-    if is_elf(source):
-        return open_elf_core(source)
-    try:
-        with open(source, "rb") as f:
-            head = f.read(4096)
-    except OSError as exc:
-        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
-    if b"\0" in head:
-        if len(head) == 4096 and head[0xA3] == 1:
-            from .sources.raw import open_raw_image
-            return open_raw_image(source)
-        from .layouts import DF_S390_MAGIC
-        raise InputError(f"{source} is not a vmcorefs source: expected a machine description (TOML), an s390 "
-                         f"dump (magic {DF_S390_MAGIC:#018x}), an s390x ELF core, or a raw s390x memory "
-                         f"image (z/Architecture lowcore: byte 0xA3 = 1)")
-    from .description import load
-    return load(source)
 
 
 def check_mountpoint(mountpoint: str) -> None:

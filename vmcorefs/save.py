@@ -323,7 +323,7 @@ async def open_source(source: str, mode: str | None) -> Source:
         return FileSource(path)
 
     from .dump import Dump
-    from .mount import open_source as open_machine
+    from .sources import open_source as open_machine
     from .views.vmcore import build_vmcore
     machine = open_machine(source)
     try:

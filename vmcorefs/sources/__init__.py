@@ -1,10 +1,136 @@
 # SPDX-License-Identifier: MIT
 """
-Sources: inputs that are not machine descriptions.
+Sources
+-------
 
-The ``vmcorefs.sources`` package reads files other tools wrote about a
-crashed system: :mod:`.s390dump` opens a dump in the s390 dump format
-(zipl's dumpers, zgetdump, ``/zcore/mem``) as a
-:class:`~vmcorefs.machine.Machine`; :mod:`.elfnotes` takes the CPU states
-out of an ELF core's notes.
+The ``vmcorefs.sources`` package is the one registry of what a SOURCE can
+be (like ratarmount's backends or zgetdump's dfi list): each
+:class:`SourceKind` says how it is recognised and how it opens as a
+:class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
+``check`` all open their SOURCE with :func:`open_source`.
+
+Kinds named by a prefix (``demo``, later ``qmp:PATH``) are matched on the
+SOURCE text; files by their first bytes, in registry order, the machine
+description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
+format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
+:mod:`.elfnotes` (CPU states from notes), :mod:`.raw` (raw memory images);
+descriptions are :mod:`vmcorefs.description`.
 """
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+from ..errors import InputError
+from ..machine import Machine
+
+__all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "find_kind", "open_source")
+
+HEAD_SIZE = 4096  # bytes of a file its kind is recognised by
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceKind:
+    """
+    One kind of SOURCE.
+
+    :param name: what it is, for messages (``s390 dump``)
+    :param expected: how to recognise it, for the message naming what was expected
+    :param open: ``open(source) -> Machine``
+    :param matches_name: recognised by the SOURCE text itself (``demo``,
+        a ``prefix:``), before any file is looked at
+    :param matches_head: recognised by a file's first :data:`HEAD_SIZE` bytes
+    """
+
+    name: str
+    expected: str
+    open: Callable[[str], Machine]
+    matches_name: Callable[[str], bool] | None = None
+    matches_head: Callable[[bytes], bool] | None = None
+
+
+def _demo(source: str) -> Machine:
+    from ..demo import demo_machine
+    return demo_machine()
+
+
+def _s390dump(source: str) -> Machine:
+    from .s390dump import open_s390_dump
+    return open_s390_dump(source)
+
+
+def _elfcore(source: str) -> Machine:
+    from .elfcore import open_elf_core
+    return open_elf_core(source)
+
+
+def _raw(source: str) -> Machine:
+    from .raw import open_raw_image
+    return open_raw_image(source)
+
+
+def _description(source: str) -> Machine:
+    from ..description import load
+    return load(source)
+
+
+def _is_s390dump(head: bytes) -> bool:
+    from .s390dump import MAGIC_BYTES
+    return head[:8] in MAGIC_BYTES
+
+
+def _is_raw(head: bytes) -> bool:
+    # binary, a whole lowcore page, z/Architecture mode (byte 0xA3 = 1)
+    return b"\0" in head and len(head) == HEAD_SIZE and head[0xA3] == 1
+
+
+def _is_text(head: bytes) -> bool:
+    return b"\0" not in head
+
+
+KINDS: list[SourceKind] = [
+    SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
+    SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
+    SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
+    SourceKind("raw memory image", "a raw s390x memory image (z/Architecture lowcore: byte 0xA3 = 1)", _raw,
+               matches_head=_is_raw),
+    SourceKind("machine description", "a machine description (TOML)", _description, matches_head=_is_text),
+]
+
+
+def _read_head(source: str) -> bytes:
+    if not os.path.exists(source):
+        raise InputError(f"{source}: no such file")
+    if os.path.isdir(source):
+        raise InputError(f"{source} is a directory, not a machine description or dump")
+    try:
+        with open(source, "rb") as f:
+            return f.read(HEAD_SIZE)
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+
+
+def find_kind(source: str) -> SourceKind:
+    """
+    Return the kind of *source*.
+
+    :raises InputError: no such file, or not a kind vmcorefs knows (the
+        message names every kind it expected)
+    """
+    for kind in KINDS:
+        if kind.matches_name is not None and kind.matches_name(source):
+            return kind
+    head = _read_head(source)
+    for kind in KINDS:
+        if kind.matches_head is not None and kind.matches_head(head):
+            return kind
+    files = [k for k in KINDS if k.matches_head is not None]
+    expected = [k.expected for k in files[-1:] + files[:-1]]  # the fallback, text, first
+    raise InputError(f"{source} is not a vmcorefs source: expected {', '.join(expected[:-1])}, or {expected[-1]}")
+
+
+def open_source(source: str) -> Machine:
+    """Return the machine *source* names (see the module docs)."""
+    return find_kind(source).open(source)

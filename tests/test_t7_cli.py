@@ -122,6 +122,8 @@ def test_errors_are_one_line_and_say_what_to_do(tmp_path):
     one_line_error(run_vmcorefs("save", empty, tmp_path / "o.elf", check=False), "mount point")
     one_line_error(run_vmcorefs("mount", "demo", tmp_path / "mnt", "-o", "bogus", check=False),
                    "unknown mount option", "allow_other")
+    one_line_error(run_vmcorefs("demo", tmp_path / "nodir", check=False), "does not exist",
+                   f"mkdir -p {tmp_path / 'nodir'}")
     res = run_vmcorefs("save", check=False)
     assert res.returncode == 2 and "usage:" in res.stderr
 

@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "vmcorefs save machine.toml dump.elf          # no mount needed",
                          "vmcorefs save /proc/vmcore /dev/sdb --force  # a whole device",
                          "vmcorefs save demo - | ssh host 'cat > dump.elf'",
-                         "sha256sum -c /var/crash/dump.elf.sha256"),
+                         "cd /var/crash && sha256sum -c dump.elf.sha256   # names OUT as in its folder"),
         formatter_class=raw)
     sp.add_argument("source", metavar="SOURCE", help="a vmcorefs mount point, /proc/vmcore, or " + SOURCE_HELP)
     sp.add_argument("out", metavar="OUT", help="the file or block device to write, or - for standard output")

@@ -41,6 +41,9 @@ def check_mountpoint(mountpoint: str) -> None:
         if exc.errno == errno.ENOTCONN:
             raise InputError(f"{mountpoint} is a stale vmcorefs mount (its daemon is gone): "
                              f"run 'vmcorefs umount {mountpoint}' first") from None
+        if exc.errno == errno.ENOENT:
+            raise InputError(f"mount point {mountpoint} does not exist: create it first "
+                             f"(mkdir -p {mountpoint})") from None
         raise InputError(f"mount point {mountpoint}: {exc.strerror}") from None
     import stat as stat_
     if not stat_.S_ISDIR(st.st_mode):

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, REPO, VMCOREFS, describe_kdump_fixture, require_fuse, run_vmcorefs, sha256_file, unpack_fixture
+from conftest import (FIXTURES, REPO, VMCOREFS, describe_kdump_fixture, require_fuse, run_vmcorefs, sha256_file,
+                      unpack_fixture)
 
 MIB = 1 << 20
 PAGE = 4096

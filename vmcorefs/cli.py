@@ -31,7 +31,6 @@ import sys
 
 from . import __version__
 from .errors import InputError, VmcorefsError
-from .units import size_text
 
 __all__ = ("main",)
 

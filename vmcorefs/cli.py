@@ -14,7 +14,7 @@ possible, and argparse gives everything needed here (sub-commands,
 ``--help`` with an example for every command, typed options) without a
 dependency; click or typer would add one for no gain, and shell completion
 comes as a static script (``contrib/completion/``) rather than argcomplete.
-The same parser feeds the man page (:mod:`vmcorefs.manpage`).
+The same parser feeds the man page (``contrib/manpage.py`` writes ``doc/vmcorefs.1``).
 
 Every error the user can cause is printed as one line starting with
 ``vmcorefs:`` that says what to do next, with a non-zero exit status;

@@ -876,11 +876,12 @@ def test_dump_script_stops_the_save_on_sigterm(tmp_path):
     with open(err, "w") as f:
         proc = subprocess.Popen(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")], env=env, stderr=f)
     try:
+        # as soon as the script has started the save (which may still be
+        # starting up: the script repeats the signal until it has stopped)
         deadline = time.monotonic() + 60
         while "saving" not in err.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
             time.sleep(0.05)
-        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err.read_text()
     finally:

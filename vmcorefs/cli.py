@@ -24,6 +24,7 @@ tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import logging
 import os
 import re
@@ -167,7 +168,10 @@ def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> lis
 
 
 def _memory_rows(dump) -> list[list[str]]:
-    """Detected memory cut where export, crashkernel and HSA change, each piece labelled."""
+    """
+    Detected memory cut where export, crashkernel and HSA change, each piece
+    labelled; O((ranges + cuts) log ranges).
+    """
     m, rep = dump.machine, dump.report
     crash = rep.crashkernel
     hsa = m.hsa_size if m.sclp is not None else 0
@@ -181,8 +185,15 @@ def _memory_rows(dump) -> list[list[str]]:
     if hsa:
         cuts.add(hsa)
 
+    cut_list = sorted(cuts)
+    exported_starts = [s for s, _e in dump.ranges]
+
+    def exported(a: int) -> bool:
+        i = bisect.bisect_right(exported_starts, a) - 1
+        return i >= 0 and a < dump.ranges[i][1]
+
     def label(a: int) -> str:
-        if any(s <= a < e for s, e in dump.ranges):
+        if exported(a):
             real = dump.oldmem.translate(a, 1)[0][1]
             if real < hsa:
                 return "yes, from the HSA over SCLP" + (f" (at {real:#x}: kdump swap)" if real != a else "")
@@ -195,7 +206,8 @@ def _memory_rows(dump) -> list[list[str]]:
 
     rows = []
     for start, end in m.memory:
-        points = sorted({start, end} | {c for c in cuts if start < c < end})
+        inside = cut_list[bisect.bisect_right(cut_list, start):bisect.bisect_left(cut_list, end)]
+        points = [start] + inside + [end]
         pieces = list(zip(points, points[1:]))
         merged: list[list] = []
         for a, b in pieces:

@@ -5,17 +5,23 @@ Extent maps
 
 The ``vmcorefs.views.extents`` module provides :class:`ExtentFile`: a file
 described as consecutive extents, each header bytes built once
-(:class:`BytesExtent`), zeros (:class:`ZeroExtent`) or memory read on demand
-(:class:`MemoryExtent`). A read finds its first extent by bisection and is a
-pure function of the offset: no cursor, safe for concurrent readers.
+(:class:`BytesExtent`), zeros (:class:`ZeroExtent`), memory read on demand
+(:class:`MemoryExtent`) or many memory runs one after another
+(:class:`MemoryRunsExtent`: one object for 100,000 ranges). A read finds
+its first extent, and its run, by bisection and is a pure function of the
+offset: no cursor, safe for concurrent readers. :class:`LazyFile` builds an
+extent map at its first read, for files whose size is known at once but
+whose map costs time that the mount should not wait for.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Awaitable, Callable
 
-__all__ = ("BytesExtent", "Extent", "ExtentFile", "LiveText", "MemoryExtent", "ZeroExtent")
+__all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "MemoryRunsExtent",
+           "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
 
@@ -69,6 +75,35 @@ class MemoryExtent(Extent):
         return await self.read_fn(self.address + offset, length)
 
 
+class MemoryRunsExtent(Extent):
+    """
+    Memory runs ``(address, length)`` one after another, each read with
+    *read_fn* when asked; the run of an offset is found by bisection, so
+    that a machine of 100,000 ranges costs two lists, not 100,000 objects.
+    """
+
+    __slots__ = ("addresses", "offsets", "read_fn")
+
+    def __init__(self, runs: list[tuple[int, int]], read_fn: ReadFn) -> None:
+        self.addresses = [address for address, _length in runs]
+        self.offsets = list(itertools.accumulate((length for _address, length in runs), initial=0))
+        super().__init__(self.offsets.pop())
+        self.read_fn = read_fn
+
+    async def read(self, offset: int, length: int) -> bytes:
+        i = bisect.bisect_right(self.offsets, offset) - 1
+        parts = []
+        while length > 0:
+            rel = offset - self.offsets[i]
+            end = self.offsets[i + 1] if i + 1 < len(self.offsets) else self.length
+            n = min(length, end - offset)
+            parts.append(await self.read_fn(self.addresses[i] + rel, n))
+            offset += n
+            length -= n
+            i += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class ExtentFile:
     """A file made of consecutive extents; empty extents are dropped."""
 
@@ -101,6 +136,34 @@ class ExtentFile:
             i += 1
             rel = 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class LazyFile:
+    """
+    A file of a known *size* whose extent map *build* returns at the first
+    read (then kept): the mount does not wait for maps that only some
+    readers need (/zcore/mem of 100,000 ranges). Used as a
+    :class:`~vmcorefs.views.tree.File`'s content like an extent map.
+    """
+
+    def __init__(self, size: int, build: Callable[[], ExtentFile]) -> None:
+        self.size = size
+        self._build: Callable[[], ExtentFile] | None = build
+        self._file: ExtentFile | None = None
+
+    def extent_file(self) -> ExtentFile:
+        """Return the extent map, built now if it was not."""
+        if self._file is None:
+            assert self._build is not None
+            f = self._build()
+            if f.size != self.size:
+                raise AssertionError(f"a lazy file was announced with {self.size} bytes, built with {f.size}")
+            self._file, self._build = f, None
+        return self._file
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* (fewer only at end of file)."""
+        return await self.extent_file().read(offset, length)
 
 
 class LiveText:

@@ -5,11 +5,9 @@ Extent maps
 
 The ``vmcorefs.views.extents`` module provides :class:`ExtentFile`: a file
 described as consecutive extents, each header bytes built once
-(:class:`BytesExtent`), zeros (:class:`ZeroExtent`), memory read on demand
-(:class:`MemoryExtent`) or many memory runs one after another
-(:class:`MemoryRunsExtent`: one object for 100,000 ranges). A read finds
-its first extent, and its run, by bisection and is a pure function of the
-offset: no cursor, safe for concurrent readers. :class:`LazyFile` builds an
+(:class:`BytesExtent`), zeros (:class:`ZeroExtent`) or memory read on demand
+(:class:`MemoryExtent`). A read finds its first extent by bisection and is
+a pure function of the offset: no cursor, safe for concurrent readers. :class:`LazyFile` builds an
 extent map at its first read, for files whose size is known at once but
 whose map costs time that the mount should not wait for.
 """
@@ -17,11 +15,9 @@ whose map costs time that the mount should not wait for.
 from __future__ import annotations
 
 import bisect
-import itertools
 from typing import Awaitable, Callable
 
-__all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "MemoryRunsExtent",
-           "ZeroExtent")
+__all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
 
@@ -73,35 +69,6 @@ class MemoryExtent(Extent):
 
     async def read(self, offset: int, length: int) -> bytes:
         return await self.read_fn(self.address + offset, length)
-
-
-class MemoryRunsExtent(Extent):
-    """
-    Memory runs ``(address, length)`` one after another, each read with
-    *read_fn* when asked; the run of an offset is found by bisection, so
-    that a machine of 100,000 ranges costs two lists, not 100,000 objects.
-    """
-
-    __slots__ = ("addresses", "offsets", "read_fn")
-
-    def __init__(self, runs: list[tuple[int, int]], read_fn: ReadFn) -> None:
-        self.addresses = [address for address, _length in runs]
-        self.offsets = list(itertools.accumulate((length for _address, length in runs), initial=0))
-        super().__init__(self.offsets.pop())
-        self.read_fn = read_fn
-
-    async def read(self, offset: int, length: int) -> bytes:
-        i = bisect.bisect_right(self.offsets, offset) - 1
-        parts = []
-        while length > 0:
-            rel = offset - self.offsets[i]
-            end = self.offsets[i + 1] if i + 1 < len(self.offsets) else self.length
-            n = min(length, end - offset)
-            parts.append(await self.read_fn(self.addresses[i] + rel, n))
-            offset += n
-            length -= n
-            i += 1
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ExtentFile:

@@ -157,7 +157,7 @@ def _memory_map_fast(data: bytes) -> list[tuple[int, int]] | None:
     values = list(map(int, tokens, itertools.repeat(16)))
     starts, sizes = values[0::2], values[1::2]
     ends = list(map(operator.add, starts, sizes))
-    if any(v & 0xFFF for v in values) or 0 in sizes or ends[-1] >= 1 << 64 \
+    if any(map(0xFFF.__and__, values)) or 0 in sizes or ends[-1] >= 1 << 64 \
             or not all(map(operator.le, ends, starts[1:])):
         return None
     return list(zip(starts, ends))
@@ -204,7 +204,7 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
             if start + size >= 1 << 64:
                 raise InputError(f"{where}: memory[{i}] ends beyond 2^64")
             ranges.append((start, start + size))
-    ranges = merge_ranges(ranges, f"{where}: memory")
+        ranges = merge_ranges(ranges, f"{where}: memory")
     end = ranges[-1][1]
 
     store_doc = doc.get("store")

@@ -85,7 +85,7 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
     :raises InputError: unsorted, overlapping, empty or unaligned ranges
     """
     starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
-    if ranges and not any(v % PAGE_SIZE for v in itertools.chain(starts, ends)) \
+    if ranges and not any(map((PAGE_SIZE - 1).__and__, itertools.chain(starts, ends))) \
             and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])):
         return list(ranges)  # sorted, aligned, not empty, none touching: as they are (linear, mostly in C)
     out: list[tuple[int, int]] = []

@@ -15,6 +15,7 @@ whose map costs time that the mount should not wait for.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Awaitable, Callable
 
 __all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "ZeroExtent")
@@ -76,12 +77,8 @@ class ExtentFile:
 
     def __init__(self, extents: list[Extent]) -> None:
         self.extents = [e for e in extents if e.length > 0]
-        self.starts: list[int] = []
-        pos = 0
-        for e in self.extents:
-            self.starts.append(pos)
-            pos += e.length
-        self.size = pos
+        self.starts: list[int] = list(itertools.accumulate((e.length for e in self.extents), initial=0))
+        self.size = self.starts.pop()
 
     def locate(self, offset: int) -> tuple[int, int]:
         """Return ``(extent index, offset into it)`` for a file offset."""

@@ -85,10 +85,9 @@ class VmcoreLayout:
     header_size: int  # ELF + program headers (+ section header 0), padded
     notes_offset: int
     notes_size: int  # exact, as in PT_NOTE p_filesz
-    loads: list[tuple[int, int, int]]  # (p_offset, paddr, size)
     size: int
-    phnum: int = 0  # the number of program headers (e_phnum, or sh_info with PN_XNUM)
-    shoff: int = 0  # e_shoff: section header 0 with extended numbering, else 0
+    phnum: int  # the number of program headers (e_phnum, or sh_info with PN_XNUM)
+    shoff: int  # e_shoff: section header 0 with extended numbering, else 0
 
 
 def elf_header(phnum: int) -> tuple[bytes, bytes, int]:
@@ -124,16 +123,15 @@ def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, Vmcore
     notes_block = page_align(len(notes))
     phdrs = [ELF64_PHDR.pack(p_type=PT.NOTE, p_offset=header_size, p_filesz=len(notes), p_memsz=len(notes))]
     data_extents: list[Extent] = []
-    loads = []
     offset = header_size + notes_block
-    pack, read = LOAD_PHDR.pack, dump.read
+    pack, read, mask = LOAD_PHDR.pack, dump.read, PAGE_SIZE - 1
     for start, end in ranges:
-        aligned = start - start % PAGE_SIZE
-        span = page_align(end) - aligned
-        p_offset = offset + (start - aligned)
-        phdrs.append(pack(PT.LOAD, PF_RWX, p_offset, vaddr_base + start, start, end - start, end - start, PAGE_SIZE))
+        aligned = start & ~mask
+        span = ((end + mask) & ~mask) - aligned
+        size = end - start
+        phdrs.append(pack(PT.LOAD, PF_RWX, offset + (start - aligned), vaddr_base + start, start, size, size,
+                          PAGE_SIZE))
         data_extents.append(MemoryExtent(aligned, span, read))
-        loads.append((p_offset, start, end - start))
         offset += span
     head = ehdr + b"".join(phdrs) + tail
     extents: list[Extent] = [
@@ -141,6 +139,5 @@ def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, Vmcore
         BytesExtent(notes), ZeroExtent(notes_block - len(notes)),
     ] + data_extents
     f = ExtentFile(extents)
-    layout = VmcoreLayout(header_size, header_size, len(notes), loads, f.size, phnum,
-                          head_size - len(tail) if tail else 0)
+    layout = VmcoreLayout(header_size, header_size, len(notes), f.size, phnum, head_size - len(tail) if tail else 0)
     return f, layout

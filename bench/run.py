@@ -341,7 +341,7 @@ def bench_scale(read_bytes: int, quick: bool) -> None:
         subprocess.run(VMCOREFS + ["save", "-q", *extra, str(small), "-"], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         st = time.perf_counter() - t
-        record("scale", f"vmcorefs save -q {' '.join(extra)} of {nranges:,} ranges, {cpus} CPUs, "
+        record("scale", f"vmcorefs save {' '.join(['-q'] + extra)} of {nranges:,} ranges, {cpus} CPUs, "
                f"{saved / GIB:.1f} GiB (zero store) to /dev/null: {st:.2f} s from the command's start, "
                f"{saved / st / 1e9:.2f} GB/s", "report", None)
 
@@ -477,36 +477,47 @@ LIMITS = [
 BENCHMARKS = ("seq", "hsa", "scale", "random", "save")
 
 
-def previous_rows(ran: set[str]) -> tuple[list[str], str]:
-    """The rows of bench/RESULTS.md of benchmarks not run now, and when they were measured."""
+def previous_rows(ran: set[str]) -> list[tuple[str, str]]:
+    """
+    The rows of bench/RESULTS.md of benchmarks not run now, each with the
+    run it comes from (``date `command```).
+    """
     path = REPO / "bench" / "RESULTS.md"
     if not path.exists():
-        return [], ""
-    rows, when = [], ""
+        return []
+    date = command = ""
+    older: dict[str, str] = {}  # benchmark -> the run an earlier write had kept its rows from
+    rows = []
     for line in path.read_text().splitlines():
-        if line.startswith(("Date:", "Command:")) and not when.endswith("`"):
-            when += line.split(":", 1)[1].strip().rstrip() + (" " if line.startswith("Date:") else "")
+        if line.startswith("Date:"):
+            date = line.split(":", 1)[1].strip()
+        elif line.startswith("Command:"):
+            command = line.split(":", 1)[1].strip()
+        elif line.startswith("Rows of ") and ": kept from the run of " in line:
+            names, when = line[len("Rows of "):].split(": kept from the run of ", 1)
+            older.update((name.strip(), when.strip()) for name in names.split(","))
         elif line.startswith("| ") and not line.startswith("| benchmark"):
-            if line.split("|")[1].strip() not in ran:
-                rows.append(line)
-    return rows, when
+            name = line.split("|")[1].strip()
+            if name not in ran:
+                rows.append((line, name))
+    return [(line, older.get(name, f"{date} {command}")) for line, name in rows]
 
 
 def write_results(ran: list[str]) -> None:
-    kept, when = previous_rows(set(ran))
+    kept = previous_rows(set(ran))
     lines = ["# vmcorefs benchmark results", "",
              f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
              f"Machine: {machine_line()}  ",
              "Command: `.venv/bin/python bench/run.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "") + "`"]
-    if kept:
-        others = sorted({row.split("|")[1].strip() for row in kept}, key=lambda b: BENCHMARKS.index(b)
-                        if b in BENCHMARKS else len(BENCHMARKS))
+    order = {b: i for i, b in enumerate(BENCHMARKS)}
+    name = lambda row: row.split("|")[1].strip()  # noqa: E731
+    for when in dict.fromkeys(w for _row, w in kept):
+        names = sorted({name(row) for row, w in kept if w == when}, key=lambda b: order.get(b, len(order)))
         lines[-1] += "  "
-        lines.append(f"Rows of {', '.join(others)}: kept from the run of {when.strip()}")
+        lines.append(f"Rows of {', '.join(names)}: kept from the run of {when}")
     lines += ["", "| benchmark | figure | target | verdict |", "|---|---|---|---|"]
     new = [f"| {b} | {f} | {t} | {v} |" for b, f, t, v in results]
-    order = {b: i for i, b in enumerate(BENCHMARKS)}
-    lines += sorted(kept + new, key=lambda row: order.get(row.split("|")[1].strip(), len(order)))
+    lines += sorted([row for row, _w in kept] + new, key=lambda row: order.get(name(row), len(order)))
     lines += ["", "Every figure is measured side by side in the same run; ratios, not absolute",
               "numbers, are what the targets are about. Cold reads are made cold with",
               "POSIX_FADV_DONTNEED on the store file.", "", "What limits the figures:", ""] + LIMITS + [""]

@@ -100,9 +100,12 @@ def test_pn_xnum_vmcore_as_source_gives_it_back(mounter, tmp_path):
     ranges = spaced_ranges(65535)  # 65,536 program headers
     desc = write_machine(tmp_path, ranges)
     core = tmp_path / "big.elf"
-    run_vmcorefs("save", "-q", str(desc), str(core))
+    sha = run_vmcorefs("save", "-q", str(desc), str(core)).stdout.split()[0]
     with open(core, "rb") as f:
         assert ELFFile(f).num_segments() == 65536
+    # saved again from the core as SOURCE (its memory copied from the file, range by range): the same bytes
+    again = run_vmcorefs("save", "-q", str(core), str(tmp_path / "again.elf")).stdout.split()[0]
+    assert again == sha
     m = mounter(core)
     with open(m.path("vmcore"), "rb") as a, open(core, "rb") as b:
         while True:

@@ -250,7 +250,7 @@ def bench_scale(read_bytes: int, quick: bool) -> None:
     try:
         vmcore = m.dir / "vmcore"
         size = os.stat(vmcore).st_size
-        peak = m.rss_mb()
+        peak = at_mount = m.rss_mb()
         head = subprocess.run(["readelf", "-hW", str(vmcore)], capture_output=True, text=True, check=True).stdout
         loads = subprocess.run(["sh", "-c", f"readelf -lW {vmcore} | grep -c '^  LOAD'"], capture_output=True,
                                text=True).stdout.strip()
@@ -293,7 +293,7 @@ def bench_scale(read_bytes: int, quick: bool) -> None:
         peak = max(peak, m.rss_mb())
         record("scale", f"sequential read of the first {off / GIB:.0f} GiB at {off / dt / 1e9:.2f} GB/s, "
                f"/zcore/memmap ({len(memmap) // 34:,} records) at its first read in {zt:.2f} s; "
-               f"daemon peak RSS {peak:.0f} MB", "<= 150 MB", peak <= 150)
+               f"daemon RSS {at_mount:.0f} MB once mounted, peak {peak:.0f} MB", "<= 150 MB", peak <= 150)
     finally:
         m.close()
     t = time.perf_counter()

@@ -96,6 +96,19 @@ def test_extended_numbering_matches_the_reference(mounter, tmp_path, phnum):
     assert m.path("zcore/memmap").read_text() == "".join(f"{s:016x} {e - s:016x} " for s, e in ranges)
 
 
+def test_meminfo_of_many_ranges(mounter, tmp_path):
+    ranges = spaced_ranges(1500)
+    m = mounter(write_machine(tmp_path, ranges))
+    lines = [f"{kind} {s:#018x} {e - s:#018x}\n" for kind in ("detected", "exported") for s, e in ranges]
+    assert m.path("meminfo/memory_map").read_text() == "".join(lines) + f"hsa      {0:#018x} {HSA:#018x}\n"
+    summary = m.path("meminfo/summary").read_text()
+    assert "in 1500 range(s)" in summary and "exported: " in summary
+    assert summary.count("  ... and 500 more (all in memory_map)\n") == 2  # detected and exported
+    listed = [line for line in summary.splitlines() if line.startswith("  0x")]
+    assert len(listed) == 2 * 1000
+    assert listed[999] == f"  {ranges[999][0]:#018x}-{ranges[999][1] - 1:#018x}  4 KiB"
+
+
 def test_pn_xnum_vmcore_as_source_gives_it_back(mounter, tmp_path):
     ranges = spaced_ranges(65535)  # 65,536 program headers
     desc = write_machine(tmp_path, ranges)

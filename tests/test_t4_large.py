@@ -172,7 +172,8 @@ def test_a_bad_memory_map_line_is_named(tmp_path, line3, problem):
 
 def test_memory_map_and_memory_are_exclusive(tmp_path):
     desc = write_machine(tmp_path, [(0, PAGE)])
-    desc.write_text(desc.read_text().replace('vector = false', 'vector = false\nmemory = [{ start = 0, size = 0x1000 }]'))
+    desc.write_text(desc.read_text().replace('vector = false',
+                                             'vector = false\nmemory = [{ start = 0, size = 0x1000 }]'))
     res = run_vmcorefs("info", str(desc), check=False)
     assert res.returncode != 0 and "give memory or memory_map, not both" in res.stderr
     (tmp_path / "big.memmap").unlink()

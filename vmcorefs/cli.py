@@ -213,6 +213,8 @@ ENVIRONMENTS = {
     "kdump": "the capture kernel runs; old [0, crashkernel size) is swapped with the crashkernel",
     "file": "an s390 dump file: old memory as a dump tool stored it",
 }
+ELF_CORE_ENVIRONMENT = ("an ELF core (a kernel vmcore or QEMU dump-guest-memory output): old memory as its "
+                        "PT_LOAD segments hold it")
 
 
 def info_text(dump, vmcore_size: int, source: str) -> str:
@@ -233,7 +235,10 @@ def info_text(dump, vmcore_size: int, source: str) -> str:
         crash = f"{b:#x}-{b + n - 1:#x} ({size_text(n)})"
     else:
         crash = "none"
-    env = f"{m.environment}: {ENVIRONMENTS.get(m.environment, '')}".rstrip(": ")
+    what = ENVIRONMENTS.get(m.environment, "")
+    if m.environment == "file" and m.source_header is None:  # only an s390 dump file has its header
+        what = ELF_CORE_ENVIRONMENT
+    env = f"{m.environment}: {what}".rstrip(": ")
     env = env.replace("{hsa}", f"{m.hsa_size:#x}")
     if dump.hsa is not None and dump.hsa.released:
         env += " (the HSA was released)"

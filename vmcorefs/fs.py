@@ -175,6 +175,11 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         if f.write is None:
             raise pyfuse3.FUSEError(errno.EROFS)
+        if off != 0:
+            # a file that takes writes takes them whole, at its start: as
+            # zcore_hsa_write(), which answers EPIPE for any other position
+            log.error("write to %s at offset %#x refused: only a write at offset 0 counts", f.name, off)
+            raise pyfuse3.FUSEError(errno.EPIPE)
         try:
             await f.write(bytes(buf))
         except VmcorefsError as exc:

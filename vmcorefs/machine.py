@@ -48,6 +48,9 @@ __all__ = ("Cpu", "ENVIRONMENTS", "Machine", "OldMemory", "merge_ranges", "oldme
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
+# where memory must end: /vmcore and /zcore/mem are files of (a little more
+# than) that size, and a file's size and offsets are signed 64-bit numbers
+MAX_MEMORY_END = 1 << 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +90,9 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
             raise InputError(f"{what} range {start:#x}-{end:#x} is not page aligned")
         if end <= start:
             raise InputError(f"{what} range {start:#x}-{end:#x} is empty")
+        if end > MAX_MEMORY_END:
+            raise InputError(f"{what} range {start:#x}-{end:#x} ends beyond {MAX_MEMORY_END:#x} (4 EiB): "
+                             "more than a dump file can hold (file offsets are signed 64-bit)")
         if out and start < out[-1][1]:
             raise InputError(f"{what} ranges are unsorted or overlap at {start:#x}")
         if out and start == out[-1][1]:

@@ -42,21 +42,28 @@ def open_source(source: str) -> Machine:
     if source == "demo":
         from .demo import demo_machine
         return demo_machine()
-    if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
-    if os.path.isdir(source):
+    import stat
+
+    from .files import describe_mode, open_input, stat_input
+    st = stat_input(source, "")
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{source} is a directory, not a machine description or dump")
-    from .sources.s390dump import is_s390_dump, open_s390_dump
-    if is_s390_dump(source):
-        return open_s390_dump(source)
-    from .sources.elfcore import is_elf, open_elf_core
-    if is_elf(source):
-        return open_elf_core(source)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise InputError(f"{source} is {describe_mode(st.st_mode)}, not a machine description or dump file")
+    fd = open_input(source, "source", block_ok=True)
     try:
-        with open(source, "rb") as f:
-            head = f.read(4096)
+        head = os.pread(fd, 4096, 0)
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    from .sources.s390dump import MAGIC_BYTES, open_s390_dump
+    if head[:8] in MAGIC_BYTES:
+        return open_s390_dump(source)
+    from .layouts import ELFMAG
+    if head.startswith(ELFMAG):
+        from .sources.elfcore import open_elf_core
+        return open_elf_core(source)
     if b"\0" in head:
         if len(head) == 4096 and head[0xA3] == 1:
             from .sources.raw import open_raw_image

@@ -31,6 +31,7 @@ import tomllib
 import trio
 
 from .errors import InputError, SclpError
+from .files import read_small
 from .layouts import PAGE_SIZE
 from .stores import Store
 
@@ -117,20 +118,28 @@ class FaultRule:
 
 
 def load_fault_rules(path: str) -> list[FaultRule]:
-    """Return the fault rules of a TOML file with ``[[fault]]`` tables."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
+    """Return the fault rules of a TOML file with ``[[fault]]`` tables (none if there is no file)."""
+    if not os.path.lexists(path):
         return []
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    try:
+        doc = tomllib.loads(read_small(path, "fault file").decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError
         raise InputError(f"cannot read fault file {path}: {exc}") from exc
+    faults = doc.get("fault", [])
+    if not isinstance(faults, list) or not all(isinstance(item, dict) for item in faults):
+        raise InputError(f"{path}: fault must be a list of [[fault]] tables")
     rules = []
-    for item in doc.get("fault", []):
+    for i, item in enumerate(faults):
         kind = item.get("kind")
         if kind not in FAULT_KINDS:
             raise InputError(f"{path}: fault kind must be one of {', '.join(FAULT_KINDS)}, not {kind!r}")
-        rules.append(FaultRule(kind, item.get("first_page"), item.get("last_page"), item.get("times")))
+        values = []
+        for key in ("first_page", "last_page", "times"):
+            value = item.get(key)
+            if value is not None and (type(value) is not int or value < 0):
+                raise InputError(f"{path}: fault[{i}] {key} must be an integer of at least 0, not {value!r}")
+            values.append(value)
+        rules.append(FaultRule(kind, *values))
     return rules
 
 

@@ -328,6 +328,17 @@ class HsaReader:
         return self.size
 
     async def _copy(self, page: int, count: int) -> bytes:
+        try:
+            return await self._copy_request(page, count)
+        except SclpError as exc:
+            if count == 1:
+                raise
+            # one request covers the pages: SCLP does not say which of them failed
+            raise SclpError(exc.address, f"{exc.reason} (one SCLP request for {exc.address:#x}-"
+                                         f"{exc.address + count * PAGE_SIZE - 1:#x}, {count} pages: the "
+                                         "failing page is among them)") from None
+
+    async def _copy_request(self, page: int, count: int) -> bytes:
         address = page * PAGE_SIZE
         failed = 0
         while True:

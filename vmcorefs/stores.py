@@ -38,6 +38,7 @@ __all__ = (
     "Store",
     "ZeroStore",
     "address_words",
+    "files_read",
 )
 
 
@@ -415,3 +416,30 @@ class OverlayStore(Store):
 
     def close(self) -> None:
         self.base.close()
+
+
+def files_read(*roots: object) -> list[RawFileStore]:
+    """
+    Return the files (:class:`RawFileStore`) the stores *roots* read, each
+    once: everything reachable through their attributes (bases, overlays,
+    slices, the file of a dump-file or ELF-core store).
+    """
+    found: list[RawFileStore] = []
+    seen: set[int] = set()
+
+    def walk(obj: object) -> None:
+        if obj is None or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, RawFileStore):
+            found.append(obj)
+            return
+        for value in getattr(obj, "__dict__", {}).values():
+            if isinstance(value, (list, tuple)):
+                for v in value:
+                    walk(v[1] if isinstance(v, tuple) and len(v) == 2 else v)
+            elif hasattr(value, "read") and hasattr(value, "size"):
+                walk(value)
+    for root in roots:
+        walk(root)
+    return found

@@ -381,7 +381,13 @@ async def open_source(source: str, mode: str | None) -> Source:
     path = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         path = os.path.join(source, "vmcore")
-        if not os.path.exists(path):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            path = None
+        except OSError as exc:  # a stale mount: the root's attributes may still be cached, not its files
+            raise _source_error(source, exc) from None
+        if path is None:
             raise InputError(f"{source} is a directory without a vmcore file: give a vmcorefs mount point, "
                              "a machine description, a dump file or 'demo'")
         if not os.path.ismount(source) and not _has_elf_magic(path):

@@ -30,7 +30,7 @@ import tomllib
 
 import trio
 
-from .errors import InputError, SclpError
+from .errors import InputError, MemoryReadError, SclpError
 from .files import read_small
 from .layouts import PAGE_SIZE
 from .stores import Store
@@ -409,8 +409,8 @@ class HsaReader:
             async with trio.open_nursery() as nursery:
                 for page, count in runs:
                     nursery.start_soon(fetch, page, count)
-        except BaseExceptionGroup as group:  # re-raise the first SCLP error plainly
+        except BaseExceptionGroup as group:  # re-raise the first SCLP (or store behind it) error plainly
             for exc in group.exceptions:
-                if isinstance(exc, SclpError):
+                if isinstance(exc, MemoryReadError):
                     raise exc from None
             raise

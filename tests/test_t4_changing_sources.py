@@ -380,3 +380,13 @@ def test_save_error_names_the_failing_address(faulty_machine, tmp_path):  # noqa
         assert f"memory at {100 * 4096:#x}" in res.stderr, res.stderr
     else:
         assert int(m.group(2), 16) <= 100 * 4096 <= int(m.group(3), 16), res.stderr
+
+
+@pytest.mark.parametrize("option", ["--cpus-json", "--save-areas", "--cpus-from-elf", "image"])
+def test_emulate_refuses_a_fifo_at_once(tmp_path, option):
+    os.mkfifo(tmp_path / "fifo")
+    image = tmp_path / "mem.raw"
+    image.write_bytes(bytes(1 << 20))
+    args = [tmp_path / "fifo"] if option == "image" else [image, option, tmp_path / "fifo"]
+    res = run_vmcorefs("emulate", *args, "-o", tmp_path / "m.toml", check=False, timeout=20)
+    one_line_error(res, "fifo is a FIFO, not a regular file")

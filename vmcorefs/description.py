@@ -34,6 +34,7 @@ FORMAT = 1
 DEFAULT_HSA_SIZE = 32 << 20
 STORE_TYPES = ("raw", "demo", "zero")
 
+MAX_DELAY_US = 10_000_000  # emulated latencies and timeouts: at most 10 s (a read must end)
 HSA_DEVICE_KEYS = {"latency_us", "max_blocks_per_request", "max_requests_in_flight", "faults_file", "size"}
 HSA_READER_KEYS = {"reader_blocks_per_request", "reader_requests_in_flight", "reader_cache_pages",
                    "reader_busy_delay_us", "reader_timeout_ms"}
@@ -87,7 +88,7 @@ def validate(doc: dict, where: str, spec: Any = None, path: str = "") -> None:
         raise InputError(f"{where}: {path} must be {spec}, not {_shown(doc)}")
 
 
-def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0) -> int:
+def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0, maximum: int | None = None) -> int:
     value = doc.get(key, default)
     if value is None:
         raise InputError(f"{where}: missing {key}")
@@ -95,6 +96,8 @@ def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0)
         raise InputError(f"{where}: {key} must be an integer, not {value!r}")
     if value < minimum:
         raise InputError(f"{where}: {key} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{where}: {key} must be at most {maximum}, not {value}")
     if value >= 1 << 64:
         raise InputError(f"{where}: {key} {value:#x} does not fit 64 bits")
     return value
@@ -226,7 +229,7 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 load_fault_rules(faults_file)  # reject a bad file now
             sclp = SdiasDevice(
                 hsa_store,
-                latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0) / 1e6,
+                latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0, maximum=MAX_DELAY_US) / 1e6,
                 max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
                 max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
                 faults_file=faults_file)
@@ -237,8 +240,9 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=defaults["max_inflight"],
                                      minimum=1),
                 "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=defaults["cache_pages"]),
-                "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
-                "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
+                "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000, maximum=MAX_DELAY_US) / 1e6,
+                "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1,
+                                maximum=MAX_DELAY_US // 1000) / 1e3,
             }
             real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
         elif environment == "kdump":
@@ -280,9 +284,9 @@ def cpus_from_json(path: str) -> tuple[list[dict], dict]:
     comparator, which SIGP STORE STATUS stores shifted right by 8), and the
     file's other top-level values.
     """
+    raw = read_small(path, "CPU-state file")
     try:
-        with open(path) as f:
-            doc = json.load(f)
+        doc = json.loads(raw)
         out = []
         for c in doc["cpus"]:
             h = lambda v: int(v, 16)  # noqa: E731
@@ -300,7 +304,7 @@ def cpus_from_json(path: str) -> tuple[list[dict], dict]:
                 vector = b"".join(fprs[i].to_bytes(8, "big") + low[i * 8:i * 8 + 8] for i in range(16)) + high
             out.append({"address": c.get("cpu_address", c.get("qemu_cpu_index", len(out))),
                         "save_area": save_area_from_regs(**regs), "vector": vector})
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
         raise InputError(f"{path} is not a CPU-state JSON file: {exc}") from exc
     return out, {k: v for k, v in doc.items() if k != "cpus"}
 

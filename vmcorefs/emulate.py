@@ -18,6 +18,7 @@ import sys
 
 from .description import FORMAT, cpus_from_json, dump_toml
 from .errors import InputError
+from .files import read_small
 from .layouts import SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
 from .sources.raw import discover_cpus, find_oldmem, run_without_loop, vector_enabled
@@ -81,8 +82,7 @@ def emulate(args) -> int:
                 cpus.append({"address": c.address, "save_area": c.save_area, "vector": c.vector})
                 vector = vector or c.vector is not None
         if args.save_areas:
-            with open(args.save_areas, "rb") as f:
-                data = f.read()
+            data = read_small(args.save_areas, "save area file", limit=4096 * 512)
             if not data or len(data) % 512:
                 raise InputError(f"{args.save_areas}: expected a multiple of 512 bytes, got {len(data)}")
             for i in range(0, len(data), 512):

@@ -56,7 +56,7 @@ import time
 import trio
 
 from .errors import InputError, MemoryReadError, VmcorefsError
-from .files import identity, open_input, os_error_text
+from .files import identity, open_input, os_error_text, read_small
 from .stores import files_read
 
 __all__ = ("DEFAULT_CHUNK", "SaveResult", "save")
@@ -763,12 +763,13 @@ class State:
 
     @classmethod
     def load(cls, path: str) -> "State | None":
-        try:
-            with open(path, "rb") as f:
-                text = f.read().decode("ascii")
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        try:
+            text = read_small(path, "resume state file", limit=1 << 30).decode("ascii")
+        except InputError as exc:
+            raise InputError(f"{exc}: remove it, or give another --state") from None
+        except UnicodeDecodeError as exc:
             raise InputError(f"cannot read {path}: {exc}: remove it, or run again with --restart") from None
         self = cls(path)
         lines = text.split("\n")

@@ -15,6 +15,7 @@ Expectations come from the test's own images (bytes written here) and
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import re
@@ -137,6 +138,7 @@ def test_save_stops_when_its_image_is_truncated(tmp_path, monkeypatch, capsys, c
     image = tmp_path / "img.raw"
     sparse_raw_image(image)
     original = image.read_bytes()
+    ref = vmcore_bytes(str(image))
     out = tmp_path / "dump.elf"
     state = Path(str(out) + ".vmcorefs-partial")
     _truncate_after_first_chunk(monkeypatch, image, 48 * MIB)
@@ -145,6 +147,11 @@ def test_save_stops_when_its_image_is_truncated(tmp_path, monkeypatch, capsys, c
     assert "changed since it was opened" in str(exc.value) and "\n" not in str(exc.value)
     done = state.read_text().count("\ndone ")
     assert done <= 2, state.read_text()  # chunk 0, and at most the one read before the cut
+    if checksum:  # every recorded digest is of the dump's own bytes, none of bytes read after the cut
+        for line in state.read_text().splitlines():
+            if line.startswith("done "):
+                _, index, digest = line.split(" ")
+                assert digest == hashlib.sha256(ref[:(int(index) + 1) * 8 * MIB]).hexdigest(), line
     monkeypatch.undo()
     image.write_bytes(original)  # restored: the same bytes, but not the file the save began with
     with pytest.raises(save_mod.SaveError) as exc:
@@ -152,7 +159,7 @@ def test_save_stops_when_its_image_is_truncated(tmp_path, monkeypatch, capsys, c
     assert "changed since" in str(exc.value) and "--restart" in str(exc.value)
     assert state.exists()
     assert save_mod.save(str(image), str(out), restart=True) == 0
-    assert out.read_bytes() == vmcore_bytes(str(image))
+    assert out.read_bytes() == ref
     capsys.readouterr()
 
 

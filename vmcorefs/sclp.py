@@ -119,7 +119,7 @@ class FaultRule:
 
 def load_fault_rules(path: str) -> list[FaultRule]:
     """Return the fault rules of a TOML file with ``[[fault]]`` tables (none if there is no file)."""
-    if not os.path.lexists(path):
+    if not os.path.exists(path):
         return []
     try:
         doc = tomllib.loads(read_small(path, "fault file").decode("utf-8"))

@@ -252,6 +252,8 @@ CORPUS = [
     ("name-int", desc(top="name = 5"), "name must be a string, not 5"),
     ("memory-start-float", desc(memory="{ start = 0.5, size = 0x100000 }"), "memory[0].start must be an integer"),
     ("nested-arrays", desc(top=NESTED), "nested too deeply"),
+    ("hsa-below-boot-status", desc(memory="{ start = 0, size = 0x1000 }"),
+     "ends before the boot CPU's status at 0x1200"),
     ("sclp-latency-forever", desc(hsa="latency_us = 1000000000000\nreader_timeout_ms = 100000000000"),
      "latency_us must be at most 10000000"),
     # issue 12: sizes that overflow

@@ -217,6 +217,10 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
             if hsa_size % 4096:
                 raise InputError(f"{where}: [hsa] size must be a multiple of 4096")
             hsa_size = min(hsa_size, end)
+            if cpus[0].save_area is not None and hsa_size < SAVE_AREA_OFFSET + len(cpus[0].save_area):
+                raise InputError(f"{where}: [hsa] size {hsa_size:#x} (or memory) ends before the boot CPU's "
+                                 f"status at {SAVE_AREA_OFFSET:#x}, which the machine stored into the HSA: "
+                                 "give at least 0x2000")
             # the machine copied old memory [0, hsa_size) to the HSA, storing the
             # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
             overlays = []

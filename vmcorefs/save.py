@@ -884,8 +884,12 @@ class Saver:
         self.signal: int | None = None
         self.error: BaseException | None = None
         self.pending: list[tuple[int, str, list[str]]] = []  # (index, digest, samples) written, not yet synced
-        # a dump file is identified by pages spread over it (see source_identity)
-        self.samples = sample_offsets(source.size) if isinstance(source, FileSource) else []
+        # a dump file, or a machine on a block device (whose mtime says nothing
+        # of its contents), is identified by pages spread over it too (see
+        # source_identity)
+        sampled = isinstance(source, FileSource) or (isinstance(source, ViewSource)
+                                                     and any(store.block for store in source.files()))
+        self.samples = sample_offsets(source.size) if sampled else []
         self.pending_bytes = 0
         self.sync_failed = False
 
@@ -1207,8 +1211,9 @@ def source_identity(src: Source) -> list[str]:
     for the SOURCE file and every file a machine reads, or that a vmcorefs
     mount says its daemon reads. A dump file whose origin cannot be named
     (``/proc/vmcore``, a mount's ``vmcore``) is identified by ``sample
-    OFFSET SHA256`` lines too, recorded as the pages at :func:`sample_offsets`
-    are saved (see :meth:`Saver.save_chunk`).
+    OFFSET SHA256`` lines too (also a machine on a block device, whose
+    modification time says nothing of its contents), recorded as the pages
+    at :func:`sample_offsets` are saved (see :meth:`Saver.save_chunk`).
     """
     lines = []
     if isinstance(src, ViewSource):

@@ -109,7 +109,7 @@ class RawFileStore(Store):
         self.file_size = os.lseek(self.fd, 0, os.SEEK_END) if self.block else st.st_size
         self.size = self.file_size if size is None else size
         self.hole_bytes = 0  # bytes served from holes (SEEK_HOLE) without reading
-        self.identity = identity(st)
+        self.identity = (st.st_dev, st.st_ino, self.file_size, st.st_mtime_ns)  # a block device: its size
         # a file with fewer allocated blocks than its size has holes
         self.sparse = not self.block and st.st_blocks * 512 < self.file_size
 

@@ -183,6 +183,7 @@ class ViewSource(Source):
         self.vmcore = vmcore
         self.dump = dump
         self.size = vmcore.size
+        self._files: list | None = None
 
     async def read(self, offset: int, length: int) -> bytes:
         try:
@@ -206,7 +207,10 @@ class ViewSource(Source):
 
     def files(self) -> list:
         """Return the files (:class:`~vmcorefs.stores.RawFileStore`) the machine reads."""
-        return files_read(self.machine.real, self.machine.sclp.hsa if self.machine.sclp is not None else None)
+        if self._files is None:
+            sclp = self.machine.sclp
+            self._files = files_read(self.machine.real, sclp.hsa if sclp is not None else None)
+        return self._files
 
     def check_unchanged(self) -> None:
         """Raise SaveError if a file the machine reads changed since it was opened."""

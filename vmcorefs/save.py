@@ -26,9 +26,13 @@ file, a block device or a pipe, the job zfcpdump's user space or
   chunk's end.
   On resume the written prefix is read back and hashed, and every recorded
   value must match (so the final SHA-256 covers the bytes really in the
-  file); the source must still give the same first and last chunk. A
-  mismatch stops with an error: a damaged or foreign partial file is never
-  continued.
+  file); the source must still give the same first and last chunk and be
+  what the state recorded when the save began (:func:`source_identity`:
+  device, inode, size and mtime of its files, sampled pages of a dump
+  file). A mismatch stops with an error: a damaged or foreign partial file,
+  or a changed source, is never continued;
+- a file the dump is read from that changes during the save stops it
+  before the chunk then read is recorded (:meth:`Source.check_unchanged`).
 
 With the SHA-256 (the default) the bytes pass through this process: the
 hash needs every one of them, and once here one ``pwrite`` is the only copy

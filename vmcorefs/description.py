@@ -139,10 +139,12 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
     vector = doc.get("vector", False)
 
     memory = doc.get("memory")
-    if not memory:
+    if not isinstance(memory, list) or not memory:
         raise InputError(f"{where}: memory must be a list of {{ start, size }} ranges")
     ranges = []
     for i, r in enumerate(memory):
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: memory[{i}] must be {{ start = ..., size = ... }}")
         start = _int(r, "start", f"{where}: memory[{i}]")
         size = _int(r, "size", f"{where}: memory[{i}]", minimum=1)
         if start + size >= 1 << 64:

@@ -140,7 +140,8 @@ def test_stale_mount_is_detected_and_cleaned(tmp_path):
 # of [hsa]; tail: more tables), the others make what is not text (a FIFO,
 # a symlink loop, a damaged ELF core or s390 dump). Adding a case is one line.
 
-ZERO_CPU = "[[cpu]]\naddress = 0\nsave_area = \"" + (bytes(0x118) + (0x10000).to_bytes(4, "big")).hex().ljust(1024, "0") + "\"\n"
+BOOT_SAVE_AREA = (bytes(0x118) + (0x10000).to_bytes(4, "big")).ljust(512, b"\0")  # prefix 0x10000: dumped
+ZERO_CPU = f'[[cpu]]\naddress = 0\nsave_area = "{BOOT_SAVE_AREA.hex()}"\n'
 
 
 def file(name: str):

@@ -91,8 +91,8 @@ def open_elf_core(path: str) -> Machine:
         if start % PAGE_SIZE or end % PAGE_SIZE:
             raise InputError(f"{path}: the PT_LOAD of {start:#x}-{end:#x} is not page aligned")
         if end > MAX_MEMORY_END:
-            raise InputError(f"{path}: the PT_LOAD of {start:#x} ({ph['p_memsz']:#x} bytes) ends beyond "
-                             f"{'2^64' if end >> 64 else f'{MAX_MEMORY_END:#x} (4 EiB), more than a dump file can hold'}")
+            beyond = "2^64" if end >> 64 else f"{MAX_MEMORY_END:#x} (4 EiB), more than a dump file can hold"
+            raise InputError(f"{path}: the PT_LOAD of {start:#x} ({ph['p_memsz']:#x} bytes) ends beyond {beyond}")
         memory.append((start, end))
     notes = read_elf_notes(path, phdrs)
     elf_cpus, _producer = cpus_from_notes(notes, path)

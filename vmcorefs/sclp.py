@@ -65,6 +65,10 @@ FIRST_BLOCK = 2  # HSA page p is block p + 2
 FAULT_KINDS = ("busy", "error", "timeout", "short", "wrong_count")
 
 
+class _SclpTimeout(SclpError):
+    """An SCLP request timed out every time it was tried."""
+
+
 class SclpBusy(Exception):
     """The service call was not initiated (condition code 2: SCLP busy)."""
 
@@ -310,7 +314,7 @@ class HsaReader:
                 failed += 1
                 log.warning("SCLP request for %#x timed out (try %d)", address, failed)
                 if failed >= self.timeout_retries:
-                    raise SclpError(address, f"SCLP request timed out {failed} times")
+                    raise _SclpTimeout(address, f"SCLP request timed out {failed} times")
                 continue
             if resp.response_code != SCLP_RC_NORMAL_COMPLETION:
                 failed += 1
@@ -328,12 +332,22 @@ class HsaReader:
         return self.size
 
     async def _copy(self, page: int, count: int) -> bytes:
+        """
+        Return *count* HSA pages from *page* on. SCLP says only that a
+        request failed, not which of its pages: a request of several pages
+        that fails for good is split in halves, each read the same way, so
+        that the error names the page that fails (and pages that can be read
+        are). A timeout is not split, as every try costs the whole timeout:
+        its error names the request's range.
+        """
         try:
             return await self._copy_request(page, count)
         except SclpError as exc:
             if count == 1:
                 raise
-            # one request covers the pages: SCLP does not say which of them failed
+            if not isinstance(exc, _SclpTimeout):
+                half = count // 2
+                return await self._copy(page, half) + await self._copy(page + half, count - half)
             raise SclpError(exc.address, f"{exc.reason} (one SCLP request for {exc.address:#x}-"
                                          f"{exc.address + count * PAGE_SIZE - 1:#x}, {count} pages: the "
                                          "failing page is among them)") from None

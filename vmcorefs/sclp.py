@@ -16,7 +16,9 @@ in absolute storage" (SDIAS) protocol (reference section 6):
   sclp_sdias.c`` does in Linux): turns byte reads into SDIAS requests,
   retries busy and failed requests a bounded number of times (300 like
   Linux), checks every answer, and raises :class:`~vmcorefs.errors.SclpError`
-  instead of ever returning bytes it did not get.
+  instead of ever returning bytes it did not get. A request of several
+  pages that fails for good is read again in halves, down to the page that
+  fails, which the error names (a timeout names the request's range).
 
 Nothing else in vmcorefs reads HSA bytes.
 """

@@ -395,3 +395,14 @@ def test_save_error_names_the_failing_address(faulty_machine, tmp_path):  # noqa
         assert f"memory at {100 * 4096:#x}" in res.stderr, res.stderr
     else:
         assert int(m.group(2), 16) <= 100 * 4096 <= int(m.group(3), 16), res.stderr
+
+
+def test_readme_says_why_a_standalone_mount_is_rw(mounter):
+    """/proc/mounts shows a stand-alone dump's mount rw: README's Security section says so, and why."""
+    from test_t4_zcore import mount_options
+    m = mounter("demo")
+    assert "rw" in mount_options(m.mountpoint)
+    readme = (REPO / "README.rst").read_text()
+    security = readme[readme.index("\nSecurity\n"):readme.index("\nLimits\n")]
+    assert "``rw``" in security and "/zcore/hsa" in security and "EROFS" in security, security
+    assert "mounted ``ro``" in security  # and what is ro

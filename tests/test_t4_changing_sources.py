@@ -397,6 +397,54 @@ def test_save_error_names_the_failing_address(faulty_machine, tmp_path):  # noqa
         assert int(m.group(2), 16) <= 100 * 4096 <= int(m.group(3), 16), res.stderr
 
 
+@pytest.mark.parametrize("option", ["--cpus-json", "--save-areas", "--cpus-from-elf", "image"])
+def test_emulate_refuses_a_fifo_at_once(tmp_path, option):
+    os.mkfifo(tmp_path / "fifo")
+    image = tmp_path / "mem.raw"
+    image.write_bytes(bytes(1 << 20))
+    args = [tmp_path / "fifo"] if option == "image" else [image, option, tmp_path / "fifo"]
+    res = run_vmcorefs("emulate", *args, "-o", tmp_path / "m.toml", check=False, timeout=20)
+    one_line_error(res, "fifo is a FIFO, not a regular file")
+
+
+def test_resume_of_a_machine_on_a_block_device_checks_sampled_pages(tmp_path):
+    """
+    A raw image on a block device: its mtime says nothing of its contents,
+    so pages of the dump are sampled as it is saved; a resume after a
+    sampled page changed on the device is refused.
+    """
+    import shutil
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("needs root and losetup")
+    image = tmp_path / "img.raw"
+    sparse_raw_image(image)
+    res = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"no loop device: {res.stderr.strip()}")
+    dev = res.stdout.strip()
+    try:
+        out = tmp_path / "dump.elf"
+        state = Path(str(out) + ".vmcorefs-partial")
+        res = run_vmcorefs("save", dev, out, "--chunk-size", "4M", "--stop-after", "64M", check=False)
+        assert res.returncode == 3, res.stderr
+        samples = [(int(o), d) for o, d in re.findall(r"^sample (\d+) ([0-9a-f]{64})$", state.read_text(), re.M)]
+        assert len(samples) >= 3, state.read_text()
+        base = load_offset(out)
+        # a sampled page inside the image's data, not in the first chunk (the first/last chunk check)
+        offset = next(o for o, _ in samples if 4 * MIB <= o - base < 40 * MIB)
+        before = os.stat(dev)
+        with open(dev, "r+b") as f:
+            f.seek(offset - base)
+            f.write(b"\xAA" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        # a write through the device node may touch its mtime: put it back, as
+        # a write by the device's other users (a VM, a SAN) would not touch it
+        os.utime(dev, ns=(before.st_atime_ns, before.st_mtime_ns))
+        one_line_error(run_vmcorefs("save", dev, out, check=False), f"page at offset {offset:#x}", "--restart")
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
 def test_readme_says_why_a_standalone_mount_is_rw(mounter):
     """/proc/mounts shows a stand-alone dump's mount rw: README's Security section says so, and why."""
     from test_t4_zcore import mount_options

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
 KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a capture kernel's /proc/vmcore
+# where memory must end: /vmcore and /zcore/mem are files of (a little more
+# than) that size, and a file's size and offsets are signed 64-bit numbers
+MAX_MEMORY_END = 1 << 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +99,9 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
             raise InputError(f"{what} range {start:#x}-{end:#x} is not page aligned")
         if end <= start:
             raise InputError(f"{what} range {start:#x}-{end:#x} is empty")
+        if end > MAX_MEMORY_END:
+            raise InputError(f"{what} range {start:#x}-{end:#x} ends beyond {MAX_MEMORY_END:#x} (4 EiB): "
+                             "more than a dump file can hold (file offsets are signed 64-bit)")
         if out and start < out[-1][1]:
             raise InputError(f"{what} ranges are unsorted or overlap at {start:#x}")
         if out and start == out[-1][1]:

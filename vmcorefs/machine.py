@@ -91,7 +91,8 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
     """
     starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
     if ranges and not any(map((PAGE_SIZE - 1).__and__, itertools.chain(starts, ends))) \
-            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])):
+            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])) \
+            and ends[-1] <= MAX_MEMORY_END:
         return list(ranges)  # sorted, aligned, not empty, none touching: as they are (linear, mostly in C)
     out: list[tuple[int, int]] = []
     for start, end in ranges:

@@ -27,9 +27,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import REPO, VMCOREFS, Mount, require_fuse, run_vmcorefs, sha256_file
-from test_t4_faults import faulty_machine  # noqa: F401 - a fixture
-from test_t7_cli import one_line_error, small_machine, vmcore_bytes
+from conftest import (REPO, VMCOREFS, Mount, one_line_error, require_fuse, run_vmcorefs, sha256_file, small_machine,
+                      vmcore_bytes)
 
 MIB = 1 << 20
 
@@ -362,7 +361,7 @@ def test_info_of_an_elf_core_says_what_it_is(tmp_path):
     assert "ELF core" in env and "s390 dump" not in env, env
 
 
-def test_save_error_names_the_failing_address(faulty_machine, tmp_path):  # noqa: F811
+def test_save_error_names_the_failing_address(faulty_machine, tmp_path):
     """A store fault at 36 MiB + 0x3000: the error names that address and its /vmcore offset, not the chunk's."""
     d, _old = faulty_machine
     bad = 36 * MIB + 0x3000
@@ -447,7 +446,7 @@ def test_resume_of_a_machine_on_a_block_device_checks_sampled_pages(tmp_path):
 
 def test_readme_says_why_a_standalone_mount_is_rw(mounter):
     """/proc/mounts shows a stand-alone dump's mount rw: README's Security section says so, and why."""
-    from test_t4_zcore import mount_options
+    from conftest import mount_options
     m = mounter("demo")
     assert "rw" in mount_options(m.mountpoint)
     readme = (REPO / "README.rst").read_text()

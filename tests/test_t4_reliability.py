@@ -214,7 +214,7 @@ def elf_core(**fields):
 def s390_dump(mem_size: int):
     """An s390 dump of 4 MiB (tests/test_t4_zcore.small_dump) whose header says *mem_size*."""
     def build(d: Path) -> Path:
-        from test_t4_zcore import small_dump
+        from reference import small_dump
         data = small_dump()
         struct.pack_into(">Q", data, 24, mem_size)
         path = d / "bad.s390"

@@ -27,14 +27,13 @@ from .errors import InputError
 from .files import read_small
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
 from .machine import Cpu, Machine, merge_ranges
-from .sclp import SdiasDevice, load_fault_rules, reader_defaults
-from .stores import BytesStore, FaultyStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
+from .sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from .stores import BytesStore, FaultyStore, OverlayStore, RawFileStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "MEMORY_MAP_THRESHOLD", "cpus_from_json", "dump_toml", "load", "machine_from_doc",
            "memory_map_text", "read_memory_map", "save_area_from_regs")
 
 FORMAT = 1
-DEFAULT_HSA_SIZE = 32 << 20
 STORE_TYPES = ("raw", "demo", "zero")
 
 MEMORY_MAP_THRESHOLD = 1000  # 'vmcorefs emulate' writes a memory_map file for more ranges than this
@@ -329,16 +328,8 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 raise InputError(f"{where}: [hsa] size {hsa_size:#x} (or memory) ends before the boot CPU's "
                                  f"status at {SAVE_AREA_OFFSET:#x}, which the machine stored into the HSA: "
                                  "give at least 0x2000")
-            # the machine copied old memory [0, hsa_size) to the HSA, storing the
-            # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
-            overlays = []
-            if cpus[0].save_area is not None:
-                overlays.append((SAVE_AREA_OFFSET, BytesStore(cpus[0].save_area, "boot CPU status")))
-            hsa_store = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
-            faults_file = None
-            if "faults_file" in hsa_doc:
-                faults_file = os.path.join(base_dir, hsa_doc["faults_file"])
-                load_fault_rules(faults_file)  # reject a bad file now
+            real, hsa_store = dump_ipl(store, hsa_size, cpus[0].save_area)
+            faults_file = os.path.join(base_dir, hsa_doc["faults_file"]) if "faults_file" in hsa_doc else None
             sclp = SdiasDevice(
                 hsa_store,
                 latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0, maximum=MAX_DELAY_US) / 1e6,
@@ -356,7 +347,6 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1,
                                 maximum=MAX_DELAY_US // 1000) / 1e3,
             }
-            real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
         elif environment == "kdump":
             if "hsa" in doc:
                 raise InputError(f"{where}: a kdump environment has no [hsa]")

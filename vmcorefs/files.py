@@ -19,12 +19,17 @@ the same: device, inode, size and modification time.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
+from typing import Callable, Generic, TypeVar
 
 from .errors import InputError
 
-__all__ = ("MAX_SMALL_FILE", "describe_mode", "identity", "open_input", "read_small", "stat_input")
+__all__ = ("MAX_SMALL_FILE", "WatchedFile", "describe_mode", "identity", "open_input", "read_small", "stat_input")
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_SMALL_FILE = 16 << 20  # a description or a fault file: text, far below this
 
@@ -112,3 +117,49 @@ def read_small(path: str, what: str = "file", limit: int = MAX_SMALL_FILE) -> by
 def identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """Return ``(device, inode, size, mtime_ns)``: what tells whether a file is still the same bytes."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class WatchedFile(Generic[T]):
+    """
+    A small file that may change while mounted (a faults file switched on
+    and off), parsed again whenever its modification time changes.
+
+    :param parse: ``parse(path) -> value``; raises InputError for a bad file
+    :param empty: the value while there is no file
+    """
+
+    def __init__(self, path: str, parse: Callable[[str], T], empty: T) -> None:
+        self.path = path
+        self.parse = parse
+        self.empty = empty
+        self.value = empty
+        self.version = 0  # counts the changes taken
+        self._mtime: int | None | object = _UNSEEN
+
+    def current(self) -> T:
+        """
+        Return the file's value now. A bad file raises the first time; later
+        (it may be half written) the previous value stays, with an error
+        logged, until the file changes again.
+        """
+        try:
+            mtime: int | None = os.stat(self.path).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime == self._mtime:
+            return self.value
+        first = self._mtime is _UNSEEN
+        self._mtime = mtime
+        try:
+            value = self.empty if mtime is None else self.parse(self.path)
+        except InputError as exc:
+            if first:
+                raise
+            log.error("%s; keeping what it said before", exc)
+            return self.value
+        self.value = value
+        self.version += 1
+        return value
+
+
+_UNSEEN = object()

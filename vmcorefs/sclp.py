@@ -34,10 +34,13 @@ import trio
 
 from .errors import InputError, MemoryReadError, SclpError
 from .files import read_small
-from .layouts import PAGE_SIZE
-from .stores import Store
+from .layouts import DEFAULT_HSA_SIZE, PAGE_SIZE, SAVE_AREA_OFFSET
+from .files import WatchedFile
+from .stores import BytesStore, OverlayStore, PatternStore, SliceStore, Store
 
 __all__ = (
+    "DEFAULT_HSA_SIZE",
+    "dump_ipl",
     "EVSTATE_ALL_STORED",
     "EVSTATE_PART_STORED",
     "FaultRule",
@@ -123,6 +126,20 @@ class FaultRule:
         return first_page <= last and self.first_page < first_page + max(count, 1)
 
 
+def dump_ipl(store: Store, hsa_size: int, boot_status: bytes | None = None) -> tuple[Store, Store]:
+    """
+    Return what a stand-alone dump IPL leaves of a machine whose memory
+    *store* holds: the real memory now (the dump tool, a ``ZFCPDUMP``
+    pattern, loaded into ``[0, hsa_size)``) and the HSA (old memory
+    ``[0, hsa_size)`` as the machine copied it, after it stored the boot
+    CPU's status *boot_status*, if given, at 0x1200).
+    """
+    overlays = [(SAVE_AREA_OFFSET, BytesStore(boot_status, "boot CPU status"))] if boot_status is not None else []
+    hsa = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
+    real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
+    return real, hsa
+
+
 def load_fault_rules(path: str) -> list[FaultRule]:
     """Return the fault rules of a TOML file with ``[[fault]]`` tables (none if there is no file)."""
     if not os.path.exists(path):
@@ -174,7 +191,8 @@ class SdiasDevice:
         self.max_inflight = max_inflight
         self.faults = list(faults or [])
         self.faults_file = faults_file
-        self._faults_mtime: float | None = None
+        self._watched = WatchedFile(faults_file, load_fault_rules, []) if faults_file else None
+        self._refresh_faults()  # a bad file is refused now
         self.inflight = 0
         self.peak_inflight = 0
         self.released = False
@@ -197,19 +215,8 @@ class SdiasDevice:
         self.released = True
 
     def _refresh_faults(self) -> None:
-        if not self.faults_file:
-            return
-        try:
-            mtime = os.stat(self.faults_file).st_mtime_ns
-        except OSError:
-            mtime = None
-        if mtime != self._faults_mtime:
-            self._faults_mtime = mtime
-            try:
-                self.faults = load_fault_rules(self.faults_file) if mtime is not None else []
-            except InputError as exc:
-                log.error("%s; keeping the previous fault rules", exc)
-            log.info("SCLP fault rules now: %s", self.faults)
+        if self._watched is not None:
+            self.faults = self._watched.current()
 
     def _fault_for(self, first_page: int, count: int) -> str | None:
         self._refresh_faults()

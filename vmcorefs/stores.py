@@ -25,7 +25,7 @@ from array import array
 from typing import Callable
 
 from .errors import InputError, MemoryReadError
-from .files import identity, open_input, read_small
+from .files import WatchedFile, identity, open_input, read_small
 
 __all__ = (
     "BytesStore",
@@ -300,6 +300,28 @@ class PatternStore(GeneratedStore):
         return bytes(buf[address - start:address - start + length])
 
 
+def load_store_faults(path: str) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` ranges of a store fault file's ``[[fault]]`` tables (``address``, ``size``)."""
+    import tomllib
+    try:
+        doc = tomllib.loads(read_small(path, "store fault file").decode("utf-8"))
+        faults = doc.get("fault", [])
+        if not isinstance(faults, list):
+            raise ValueError("fault must be a list of [[fault]] tables")
+        bad = []
+        for i, item in enumerate(faults):
+            if not isinstance(item, dict):
+                raise ValueError(f"fault[{i}] must be a table of address and size")
+            address, size = item.get("address"), item.get("size")
+            if not all(type(v) is int for v in (address, size)) or address < 0 or size <= 0:
+                raise ValueError(f"fault[{i}]: address and size must be integers (address at least "
+                                 f"0, size at least 1), not {address!r} and {size!r}")
+            bad.append((address, address + size))
+    except (ValueError, RecursionError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot use store fault file {path}: {exc}") from exc
+    return bad
+
+
 class FaultyStore(Store):
     """
     A store with injected I/O errors: reads touching a bad range fail, as a
@@ -311,45 +333,11 @@ class FaultyStore(Store):
     def __init__(self, base: Store, faults_file: str) -> None:
         self.base, self.size, self.name = base, base.size, base.name
         self.faults_file = faults_file
-        self._mtime: int | None = None
-        self._loaded = False
-        self.bad: list[tuple[int, int]] = []
-        self._refresh()
+        self._watched = WatchedFile(faults_file, load_store_faults, [])
+        self.bad = self._watched.current()  # a bad file is refused now
 
     def _refresh(self) -> None:
-        import tomllib
-        try:
-            mtime = os.stat(self.faults_file).st_mtime_ns
-        except OSError:
-            mtime = None
-        if mtime == self._mtime:
-            return
-        self._mtime = mtime
-        bad = []
-        if mtime is not None:
-            try:
-                doc = tomllib.loads(read_small(self.faults_file, "store fault file").decode("utf-8"))
-                faults = doc.get("fault", [])
-                if not isinstance(faults, list):
-                    raise ValueError("fault must be a list of [[fault]] tables")
-                for i, item in enumerate(faults):
-                    if not isinstance(item, dict):
-                        raise ValueError(f"fault[{i}] must be a table of address and size")
-                    address, size = item.get("address"), item.get("size")
-                    if not all(type(v) is int for v in (address, size)) or address < 0 or size <= 0:
-                        raise ValueError(f"fault[{i}]: address and size must be integers (address at least "
-                                         f"0, size at least 1), not {address!r} and {size!r}")
-                    bad.append((address, address + size))
-            except InputError:
-                if not self._loaded:
-                    raise
-                return  # while mounted, keep the previous ranges
-            except (ValueError, RecursionError, tomllib.TOMLDecodeError) as exc:
-                if not self._loaded:
-                    raise InputError(f"cannot use store fault file {self.faults_file}: {exc}") from exc
-                return  # while mounted, keep the previous ranges (a new file may be half written)
-        self.bad = bad
-        self._loaded = True
+        self.bad = self._watched.current()
 
     def read(self, address: int, length: int) -> bytes:
         self._refresh()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import Callable
 
 from ..errors import InputError
@@ -116,6 +117,9 @@ def _read_head(source: str) -> bytes:
         raise InputError(f"{source}: no such file")
     if os.path.isdir(source):
         raise InputError(f"{source} is a directory, not a machine description or dump")
+    if stat.S_ISFIFO(os.stat(source).st_mode) or stat.S_ISSOCK(os.stat(source).st_mode):
+        raise InputError(f"{source} is a pipe or FIFO: a SOURCE must be a seekable file "
+                         "(save the stream to a file first)")
     try:
         with open(source, "rb") as f:
             return f.read(HEAD_SIZE)

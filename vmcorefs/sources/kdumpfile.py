@@ -88,7 +88,7 @@ class PageFilter:
         level = f"{self.dump_level} ({', '.join(kinds)} pages excluded)" if kinds else f"{self.dump_level}"
         form = f"{self.producer}, {self.compression}" + (", flattened" if self.flattened else "") + \
             (f", split into {self.files} files" if self.files > 1 else "")
-        return (f"dump level {level}; {self.excluded_pages} of {self.memory_pages} pages excluded "
+        return (f"{level}; {self.excluded_pages} of {self.memory_pages} pages excluded "
                 f"({self.excluded_pages * PAGE_SIZE >> 20} MiB, not in /vmcore), {self.dumped_pages} dumped "
                 f"[{form}]")
 

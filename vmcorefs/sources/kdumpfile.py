@@ -145,7 +145,7 @@ def _part(path: str, f: PlainFile) -> KdumpPart:
     if bs != PAGE_SIZE:
         raise InputError(f"{path}: block size {bs}, not the s390x page size {PAGE_SIZE}: damaged header")
     machine = h["utsname"][4 * 65:5 * 65].split(b"\0")[0]
-    if machine not in (b"", b"s390x"):
+    if machine.lower() not in (b"", b"s390x"):  # QEMU writes S390X
         raise InputError(f"{path} is a dump of a {machine.decode(errors='replace')} machine, not s390x")
     version, sub_blocks, bitmap_blocks = h["header_version"], h["sub_hdr_size"], h["bitmap_blocks"]
     if not 1 <= version <= 100 or sub_blocks < 1 or bitmap_blocks < 2 or bitmap_blocks % 2:

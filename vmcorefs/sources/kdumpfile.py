@@ -214,8 +214,8 @@ def find_split_parts(first: KdumpPart) -> list[KdumpPart]:
     if pos != first.max_mapnr:
         for q in parts[1:]:
             q.file.close()
-        raise InputError(f"{first.path} is part of a split dump, but no file in {directory} holds page frames "
-                         f"{pos:#x}-{first.max_mapnr:#x}: put all its files there")
+        raise InputError(f"{first.path} is part of a split dump, but a file is missing: no file of the same dump "
+                         f"in {directory} holds page frames {pos:#x}-{first.max_mapnr:#x}: put all its files there")
     return parts
 
 

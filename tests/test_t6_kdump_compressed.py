@@ -468,3 +468,23 @@ def test_an_unusable_header_is_one_line(damage, dumps, tmp_path):
     assert res.returncode != 0
     assert res.stderr.startswith("vmcorefs: ") and res.stderr.count("\n") == 1, res.stderr
     assert str(src) in res.stderr
+
+
+def test_crash_gives_the_same_log_and_backtrace(dumps, original, mounts, tmp_path):
+    """crash on /vmcore of the -d 31 dump and on proc-vmcore.elf: the same log and bt; an excluded page is a read error."""
+    crash = require_s390x("crash")
+    vmlinux = unpack_fixture("kdump-1g", "vmlinux")
+    vmcore = mounts(dump_source(dumps, "c31")).path("vmcore")
+    gap = loads(vmcore)[0][1] + loads(vmcore)[0][2]  # the first excluded page
+    got = {}
+    for name, core in (("original", original), ("c31", vmcore)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "cmds").write_text(f"log > {d}/log\nbt > {d}/bt\nrd -p {gap:#x} 2\nquit\n")
+        res = run(crash + ["-s", "-i", d / "cmds", vmlinux, core], timeout=900, cwd=d, env=dict(os.environ, TZ="UTC"))
+        got[name] = ((d / "log").read_text(), (d / "bt").read_text(), res.stdout + res.stderr)
+    assert "Kernel panic" in got["original"][0]
+    assert got["c31"][0] == got["original"][0]
+    assert got["c31"][1] == got["original"][1] and " #2 " in got["c31"][1]
+    assert f"rd: read error: physical address: {gap:x}" in got["c31"][2]
+    assert "read error" not in got["original"][2]

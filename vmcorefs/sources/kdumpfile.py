@@ -64,6 +64,7 @@ MAX_NOTES = 64 << 20
 DESC_BLOCK = 512  # descriptors read at once
 PAGE_CACHE = 1024  # decompressed pages kept (4 MiB)
 DUMP_LEVEL_BITS = ("zero", "cache", "cache private", "user", "free")
+MAX_RUNS = 65534  # /vmcore's program headers (PT_NOTE + one PT_LOAD a run) until PN_XNUM numbering
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,6 +377,9 @@ def open_kdump(path: str) -> Machine:
         runs = bitmap_runs(bitmap2, 0, first.max_mapnr)
         if not runs:
             raise InputError(f"{path}: the dump holds no page (its 2nd bitmap is empty)")
+        if len(runs) > MAX_RUNS:
+            raise InputError(f"{path}: its dumped pages form {len(runs)} runs, more than /vmcore's ELF header "
+                             f"can number ({MAX_RUNS} PT_LOADs); a lower dump level gives fewer")
         store = KdumpStore(parts, runs, os.path.basename(path))
     except BaseException:
         for p in parts:

@@ -166,7 +166,7 @@ def test_info_is_a_table():
     assert fields["mode"].startswith("standalone - no valid kdump setup")
     assert fields["crashkernel"] == "none"
     assert fields["/vmcore"].startswith("536883200 bytes")
-    assert fields["cpus"].startswith("4, 4 dumped")
+    assert fields["cpus"].startswith("4 (4 dumped), vector registers: yes")
     assert "UTC" in fields["crashed"]
     memory = out.split("\nMemory\n")[1].split("\n\n")[0].splitlines()
     assert memory[0].split() == ["START", "END", "SIZE", "IN", "/vmcore"]

@@ -59,6 +59,7 @@ __all__ = (
     "OS_INFO_ENTRY",
     "OS_INFO_MAGIC",
     "PAGE_DESC",
+    "PAGE_DESC_STRUCT",
     "PAGE_SIZE",
     "PARMAREA",
     "PT",
@@ -488,6 +489,8 @@ PAGE_DESC = Layout("page_desc", 24, [
     (0x0C, "flags", "I"),
     (0x10, "page_flags", "Q"),
 ])
+PAGE_DESC_STRUCT = struct.Struct(">qIIQ")  # the same, as a tuple: for blocks of descriptors (iter_unpack)
+assert PAGE_DESC_STRUCT.size == PAGE_DESC.size and list(PAGE_DESC.fields) == ["offset", "size", "flags", "page_flags"]
 
 
 class DUMP_DH(enum.IntFlag):

@@ -48,7 +48,8 @@ import os
 import re
 
 from ..errors import InputError, MemoryReadError
-from ..layouts import DISKDUMP_HEADER, DUMP_DH, KDUMP_SIGNATURE, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_SIZE
+from ..layouts import (DISKDUMP_HEADER, DUMP_DH, KDUMP_SIGNATURE, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_STRUCT,
+                       PAGE_SIZE)
 from ..machine import KIND_MAKEDUMPFILE, Cpu, Machine
 from ..stores import Store
 from .elfnotes import cpus_from_notes, parse_notes
@@ -63,6 +64,7 @@ KIND_QEMU_KDUMP = "QEMU kdump-compressed dump"
 MAX_NOTES = 64 << 20
 DESC_BLOCK = 512  # descriptors read at once
 PAGE_CACHE = 1024  # decompressed pages kept (4 MiB)
+BATCH = 4 << 20  # the data of neighbouring pages is read with one pread up to this size
 DUMP_LEVEL_BITS = ("zero", "cache", "cache private", "user", "free")
 MAX_RUNS = 65534  # /vmcore's program headers (PT_NOTE + one PT_LOAD a run) until PN_XNUM numbering
 
@@ -263,91 +265,107 @@ class KdumpStore(Store):
                 counts[i] += cut - a
                 a = cut
         self.descriptors = counts
+        self.names = [os.path.basename(p.path) for p in parts]
         self.desc_cache: collections.OrderedDict = collections.OrderedDict()
         self.pages: collections.OrderedDict = collections.OrderedDict()
         self.decompressed = 0  # pages decompressed (a cached page is not counted again)
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
-        out = []
-        pos, end = address, address + length
-        while pos < end:
-            pfn, off = divmod(pos, PAGE_SIZE)
-            n = min(end - pos, PAGE_SIZE - off)
-            page = self._page(pfn)
-            out.append(page if n == PAGE_SIZE else page[off:off + n])
-            pos += n
-        return b"".join(out)
+        if not length:
+            return b""
+        first = address // PAGE_SIZE
+        pages = self._pages(first, (address + length - 1) // PAGE_SIZE + 1)
+        data = pages[0] if len(pages) == 1 else b"".join(pages)
+        off = address - first * PAGE_SIZE
+        return data if off == 0 and len(data) == length else data[off:off + length]
 
-    def _page(self, pfn: int) -> bytes:
-        page = self.pages.get(pfn)
-        if page is not None:
-            self.pages.move_to_end(pfn)
-            return page
-        i = bisect.bisect_right(self.run_start, pfn) - 1
-        if i < 0 or pfn >= self.run_end[i]:
-            raise MemoryReadError(pfn * PAGE_SIZE, f"{self.name} does not hold page frame {pfn:#x} "
-                                                   "(not memory, or excluded by the dump level)")
-        part = self.parts[self.run_part[i]]
-        index = self.run_first[i] + pfn - self.run_start[i]
-        page = self._decode(part, index, pfn)
-        self.pages[pfn] = page
-        if len(self.pages) > PAGE_CACHE:
-            self.pages.popitem(last=False)
-        return page
+    def _pages(self, first: int, end: int) -> list[bytes]:
+        """Return the pages *first* .. *end* - 1, reading the data of neighbours in the file at once."""
+        out: list[bytes] = [b""] * (end - first)
+        missing = []  # (slot, pfn, part, descriptor)
+        for k, pfn in enumerate(range(first, end)):
+            page = self.pages.get(pfn)
+            if page is not None:
+                self.pages.move_to_end(pfn)
+                out[k] = page
+                continue
+            i = bisect.bisect_right(self.run_start, pfn) - 1
+            if i < 0 or pfn >= self.run_end[i]:
+                raise MemoryReadError(pfn * PAGE_SIZE, f"{self.name} does not hold page frame {pfn:#x} "
+                                                       "(not memory, or excluded by the dump level)")
+            part = self.run_part[i]
+            index = self.run_first[i] + pfn - self.run_start[i]
+            missing.append((k, pfn, part, self._descriptor(part, index, pfn)))
+        i = 0
+        while i < len(missing):
+            part, (start, size) = missing[i][2], missing[i][3][:2]
+            stop, j = start + size, i + 1
+            while (j < len(missing) and missing[j][2] == part and missing[j][3][0] == stop
+                   and stop - start < BATCH):
+                stop += missing[j][3][1]
+                j += 1
+            try:
+                blob = self.parts[part].file.read(start, stop - start)
+            except (ShortRead, OSError) as exc:  # checked to lie in the file: it changed, or a disk error
+                raise self._bad(part, missing[i][1], str(exc)) from exc
+            pos = 0
+            for k, pfn, _, (_, size, flags, _) in missing[i:j]:
+                page = self._decode(part, pfn, blob[pos:pos + size], flags)
+                pos += size
+                out[k] = page
+                self.pages[pfn] = page
+                if len(self.pages) > PAGE_CACHE:
+                    self.pages.popitem(last=False)
+            i = j
+        return out
 
-    def _descriptor(self, part: KdumpPart, index: int, pfn: int) -> dict:
-        key = (part.path, index // DESC_BLOCK)
+    def _bad(self, part: int, pfn: int, why: str) -> MemoryReadError:
+        return MemoryReadError(pfn * PAGE_SIZE, f"{self.names[part]}: page frame {pfn:#x}: {why}")
+
+    def _descriptor(self, part: int, index: int, pfn: int) -> tuple[int, int, int, int]:
+        """Return the checked descriptor ``(offset, size, flags, page_flags)`` of page *index* of *part*."""
+        key = (part, index // DESC_BLOCK)
         block = self.desc_cache.get(key)
+        p = self.parts[part]
         if block is None:
             first = key[1] * DESC_BLOCK
-            at = part.desc_offset + first * PAGE_DESC.size
-            want = min(DESC_BLOCK, self.descriptors[self.parts.index(part)] - first) * PAGE_DESC.size
+            at = p.desc_offset + first * PAGE_DESC.size
+            want = min(DESC_BLOCK, self.descriptors[part] - first) * PAGE_DESC.size
+            have = min(want, max(0, p.file.size - at) // PAGE_DESC.size * PAGE_DESC.size)  # truncated: those there
             try:
-                block = part.file.read(at, want)
-            except ShortRead:  # a truncated file: the descriptors that are there
-                have = max(0, part.file.size - at) // PAGE_DESC.size * PAGE_DESC.size
-                block = part.file.read(at, have) if have else b""
-            except OSError as exc:
-                raise MemoryReadError(pfn * PAGE_SIZE, f"{os.path.basename(part.path)}: {exc.strerror}") from exc
+                block = list(PAGE_DESC_STRUCT.iter_unpack(p.file.read(at, have))) if have else []
+            except (ShortRead, OSError) as exc:
+                raise self._bad(part, pfn, f"cannot read its descriptor: {exc}") from exc
             self.desc_cache[key] = block
             if len(self.desc_cache) > 64:
                 self.desc_cache.popitem(last=False)
-        at = (index % DESC_BLOCK) * PAGE_DESC.size
-        if at + PAGE_DESC.size > len(block):
-            raise MemoryReadError(pfn * PAGE_SIZE, f"{os.path.basename(part.path)} is truncated: the descriptor "
-                                                   f"of page frame {pfn:#x} is beyond its end")
-        return PAGE_DESC.unpack(block, at)
-
-    def _decode(self, part: KdumpPart, index: int, pfn: int) -> bytes:
-        d = self._descriptor(part, index, pfn)
-        name = os.path.basename(part.path)
-
-        def bad(why: str) -> MemoryReadError:
-            return MemoryReadError(pfn * PAGE_SIZE, f"{name}: page frame {pfn:#x} (descriptor at "
-                                                    f"{part.desc_offset + index * PAGE_DESC.size:#x}): {why}")
-        offset, size, flags = d["offset"], d["size"], d["flags"]
+        if index % DESC_BLOCK >= len(block):
+            raise self._bad(part, pfn, "the file is truncated: its descriptor is beyond the end")
+        d = block[index % DESC_BLOCK]
+        offset, size, flags, _ = d
         codec = flags & CODEC_MASK
+        where = f"descriptor at {p.desc_offset + index * PAGE_DESC.size:#x}"
         if codec and codec not in CODECS:
-            raise bad(f"flags {flags:#x} name more than one codec")
+            raise self._bad(part, pfn, f"{where}: flags {flags:#x} name more than one codec")
         if offset <= 0 or size <= 0 or size > PAGE_SIZE or (not codec and size != PAGE_SIZE):
-            raise bad(f"bad descriptor (offset {offset:#x}, size {size}, flags {flags:#x})"
-                      + (": the dump is incomplete" if offset == 0 else ""))
-        if offset < part.desc_offset or offset + size > part.file.size:
-            raise bad(f"its data at {offset:#x}+{size:#x} lies outside the file's page data "
-                      f"({part.desc_offset:#x}-{part.file.size:#x}: truncated?)")
-        try:
-            data = part.file.read(offset, size)
-        except (ShortRead, OSError) as exc:
-            raise bad(str(exc)) from exc
+            raise self._bad(part, pfn, f"bad {where} (offset {offset:#x}, size {size}, flags {flags:#x})"
+                            + (": the dump is incomplete" if offset == 0 else ""))
+        if offset < p.desc_offset or offset + size > p.file.size:
+            raise self._bad(part, pfn, f"{where}: its data at {offset:#x}+{size:#x} lies outside the file's "
+                                       f"page data ({p.desc_offset:#x}-{p.file.size:#x}: truncated?)")
+        return d
+
+    def _decode(self, part: int, pfn: int, data: bytes, flags: int) -> bytes:
+        codec = flags & CODEC_MASK
         if not codec:
             return data
         try:
             page = decompress(codec, data, PAGE_SIZE)
         except ImportError:
-            raise bad(codec_available(codec)) from None
+            raise self._bad(part, pfn, codec_available(codec)) from None
         except ValueError as exc:
-            raise bad(str(exc)) from exc
+            raise self._bad(part, pfn, str(exc)) from exc
         self.decompressed += 1
         return page
 

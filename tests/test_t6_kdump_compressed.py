@@ -259,7 +259,7 @@ def test_level_31_excluded_pages_are_counted_as_makedumpfile_reports(dumps, moun
     excluded = report["Excluded pages"] - report["Pages filled with zero"]
     m = mounts(dump_source(dumps, "c31"))
     summary = m.path("meminfo/summary").read_text()
-    assert re.search(r"^dump level: 31 \(zero, cache, cache private, user, free pages excluded\); "
+    assert re.search(r"^dump level: 31 \(filters zero, cache, cache private, user, free pages\); "
                      rf"{excluded} of {report['Original pages']} pages excluded", summary, re.M), summary
     assert f"\nexcluded pages: {excluded}\n" in summary
     info = run_vmcorefs("info", dump_source(dumps, "c31")).stdout
@@ -453,10 +453,19 @@ def test_truncated_dump_gives_eio_for_the_pages_beyond_the_end(dumps, original, 
         os.close(fd)
 
 
-@pytest.mark.parametrize("damage", ["header", "block size", "bitmaps"])
+@pytest.mark.parametrize("damage", ["header", "block size", "bitmaps", "bitmap names one more page",
+                                    "bitmap names one page less"])
 def test_an_unusable_header_is_one_line(damage, dumps, tmp_path):
     data = bytearray(dump_source(dumps, "c31").read_bytes())
-    if damage == "header":
+    f = parse(dump_source(dumps, "c31"))
+    bitmap2 = 3 * PAGE + struct.unpack_from(">I", data, 0x1B4)[0] * PAGE // 2
+    if damage == "bitmap names one more page":
+        pfn = next(p for p in range(f["dumped"][0], f["dumped"][-1]) if p not in set(f["dumped"]))
+        data[bitmap2 + pfn // 8] |= 1 << pfn % 8
+    elif damage == "bitmap names one page less":
+        pfn = f["dumped"][len(f["dumped"]) // 2]
+        data[bitmap2 + pfn // 8] &= ~(1 << pfn % 8) & 0xFF
+    elif damage == "header":
         data = data[:300]
     elif damage == "block size":
         struct.pack_into(">i", data, 0x1AC, 12345)

@@ -31,8 +31,9 @@ capture kernel runs is a kdump machine, as QEMU's ELF dumps are.
 Split dumps (``makedumpfile --split DUMP DUMP1 DUMP2 ...``): SOURCE is any
 one of the files; the others are found in the same directory by their
 headers (the same crash, dump level and bitmaps, split set), and together
-they must cover every page frame. Damage: an unusable header is a one-line
-:class:`~vmcorefs.errors.InputError`; a page that cannot be read (its
+they must cover every page frame. Damage: an unusable header (also a
+bitmap that names more or fewer pages than there are descriptors) is a
+one-line :class:`~vmcorefs.errors.InputError`; a page that cannot be read (its
 descriptor beyond a truncated file, a bad descriptor, data that does not
 decompress) is a :class:`~vmcorefs.errors.MemoryReadError` (EIO) for that
 page only.
@@ -88,7 +89,7 @@ class PageFilter:
     def text(self) -> str:
         """One line: the dump level and what it excluded."""
         kinds = [k for i, k in enumerate(DUMP_LEVEL_BITS) if self.dump_level >> i & 1]
-        level = f"{self.dump_level} ({', '.join(kinds)} pages excluded)" if kinds else f"{self.dump_level}"
+        level = f"{self.dump_level} (filters {', '.join(kinds)} pages)" if kinds else f"{self.dump_level}"
         form = f"{self.producer}, {self.compression}" + (", flattened" if self.flattened else "") + \
             (f", split into {self.files} files" if self.files > 1 else "")
         return (f"{level}; {self.excluded_pages} of {self.memory_pages} pages excluded "
@@ -399,6 +400,8 @@ def open_kdump(path: str) -> Machine:
             raise InputError(f"{path}: its dumped pages form {len(runs)} runs, more than /vmcore's ELF header "
                              f"can number ({MAX_RUNS} PT_LOADs); a lower dump level gives fewer")
         store = KdumpStore(parts, runs, os.path.basename(path))
+        for part, count in zip(parts, store.descriptors):
+            _check_bitmap(part, count)
     except BaseException:
         for p in parts:
             p.file.close()
@@ -408,6 +411,28 @@ def open_kdump(path: str) -> Machine:
     except BaseException:
         store.close()
         raise
+
+
+def _check_bitmap(part: KdumpPart, count: int) -> None:
+    """
+    Check that the 2nd bitmap names as many pages as *part* has descriptors:
+    makedumpfile and QEMU start the page data right after the descriptors
+    (first the shared zero page, if zero pages are excluded), so the first
+    descriptor points there or one page further. A bitmap that names more
+    or fewer pages would give every page after the lie another's bytes.
+    """
+    end = part.desc_offset + count * PAGE_DESC.size
+    try:
+        offset, size, _, _ = PAGE_DESC_STRUCT.unpack(part.file.read(part.desc_offset, PAGE_DESC.size))
+    except (ShortRead, OSError):
+        return  # a truncated file: its pages fail one by one
+    if not count or not 0 < size <= PAGE_SIZE:
+        return  # a damaged first descriptor: that page fails
+    gap = offset - end
+    if part.desc_offset < offset and gap not in (0, PAGE_SIZE) and -count * PAGE_DESC.size < gap < \
+            count * PAGE_DESC.size + PAGE_SIZE:
+        raise InputError(f"{part.path}: its page bitmap names {count} dumped pages, but the page data begins at "
+                         f"{offset:#x}, not after {count} descriptors ({end:#x}): the bitmap is damaged")
 
 
 def _read_block(part: KdumpPart, offset: int, size: int, what: str) -> bytes:

@@ -497,3 +497,53 @@ def test_crash_gives_the_same_log_and_backtrace(dumps, original, mounts, tmp_pat
     assert got["c31"][1] == got["original"][1] and " #2 " in got["c31"][1]
     assert f"rd: read error: physical address: {gap:x}" in got["c31"][2]
     assert "read error" not in got["original"][2]
+
+
+def flatten(src: Path, dst: Path, blocks: list[tuple[int, int]]) -> None:
+    """Write *src* as a flattened stream (makedumpfile.h) of the ``(offset, size)`` pieces *blocks*, in that order."""
+    data = src.read_bytes()
+    out = [b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1)]
+    out[0] = out[0].ljust(4096, b"\0")
+    for off, size in blocks:
+        out.append(struct.pack(">qq", off, size) + data[off:off + size])
+    out.append(struct.pack(">qq", -1, -1))
+    dst.write_bytes(b"".join(out))
+
+
+def test_flattened_blocks_in_any_order_and_overlapping(dumps, tmp_path):
+    """
+    A flattened stream whose blocks come out of order and overwrite each
+    other (a later block wins, as makedumpfile -R writes them) gives the same
+    /vmcore as the dump file it stands for; a stream cut short is one line.
+    """
+    src = dump_source(dumps, "c31")
+    size = src.stat().st_size
+    step = 70001
+    pieces = [(o, min(step, size - o)) for o in range(0, size, step)]
+    # reversed; then every third piece again, shifted by half a piece (overwriting its neighbours with the same bytes)
+    blocks = pieces[::-1] + [(o + step // 2, min(step, size - o - step // 2)) for o, _ in pieces[::3]
+                             if o + step // 2 < size]
+    flat = tmp_path / "dump.flat"
+    flatten(src, flat, blocks)
+    # the first block written over with garbage and then with the right bytes: the later one wins
+    data = src.read_bytes()
+    garbage = struct.pack(">qq", 0, 4096) + b"\xee" * 4096
+    right = struct.pack(">qq", 0, 4096) + data[:4096]
+    stream = flat.read_bytes()[:-16]
+    flat.write_bytes(stream + garbage + right + struct.pack(">qq", -1, -1))
+    a, b = tmp_path / "a.elf", tmp_path / "b.elf"
+    run_vmcorefs("save", src, a, "-q", "--no-sha256")
+    run_vmcorefs("save", flat, b, "-q", "--no-sha256")
+    assert sha256(a) == sha256(b)
+    cut = tmp_path / "cut.flat"
+    cut.write_bytes(stream[:len(stream) // 2])
+    res = run_vmcorefs("info", cut, check=False)
+    assert res.returncode != 0 and res.stderr.count("\n") == 1 and "flattened" in res.stderr, res.stderr
+
+
+def test_check_save_and_info_take_a_compressed_dump(dumps, original, tmp_path):
+    src = dump_source(dumps, "l0")
+    res = run_vmcorefs("check", src, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr  # a kdump vmcore: the crashkernel left out
+    run_vmcorefs("save", src, tmp_path / "out.elf", "-q", "--no-sha256")
+    assert sha256(tmp_path / "out.elf") == sha256(original)

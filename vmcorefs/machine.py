@@ -45,8 +45,8 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "KIND_KERNEL_VMCORE", "Machine", "OldMemory", "merge_ranges",
-           "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_MAKEDUMPFILE", "Machine",
+           "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a c
 # where memory must end: /vmcore and /zcore/mem are files of (a little more
 # than) that size, and a file's size and offsets are signed 64-bit numbers
 MAX_MEMORY_END = 1 << 62
+KIND_MAKEDUMPFILE = "makedumpfile kdump-compressed dump"  # makedumpfile's output of such a /proc/vmcore
+KDUMP_VMCORE_KINDS = frozenset({KIND_KERNEL_VMCORE, KIND_MAKEDUMPFILE})  # a capture kernel left the crashkernel out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +215,7 @@ class Machine:
         self.kind = kind
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
+        self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
 
     @property
     def memory_end(self) -> int:
@@ -235,8 +238,8 @@ class Machine:
 
     @property
     def is_kdump_vmcore(self) -> bool:
-        """Whether the source is a capture kernel's /proc/vmcore (the crashkernel left out of it)."""
-        return self.kind == KIND_KERNEL_VMCORE
+        """Whether the source is a capture kernel's /proc/vmcore, or made from one (the crashkernel left out of it)."""
+        return self.kind in KDUMP_VMCORE_KINDS
 
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""

@@ -197,6 +197,7 @@ class Machine:
         self.kind = kind
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
+        self.guest = None  # a running QEMU guest the memory is read from (sources.qemu.Guest), set by its source
 
     @property
     def memory_end(self) -> int:

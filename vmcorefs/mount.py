@@ -25,7 +25,7 @@ from typing import Callable
 import trio
 
 from .errors import InputError, VmcorefsError
-from .sources import open_source
+from .sources import absolute_source, open_source
 
 __all__ = ("check_mountpoint", "mount", "unmount")
 
@@ -105,18 +105,21 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
 
     machine = None
     try:
-        machine = open_source(source)
+        machine = open_source(source, live=options.get("live", False))
         dump = await Dump.open(machine, mode)
         tree = build_tree(dump)
         allow_other = options.get("allow_other", False)
+        guest = machine.guest  # a running QEMU guest: reads fail once it resumes or QEMU exits
         ops = Operations(tree, file_mode=0o444 if allow_other else 0o400,
-                         dir_mode=0o555 if allow_other else 0o500)
+                         dir_mode=0o555 if allow_other else 0o500, check=guest.check if guest else None)
         writable = any(f.write is not None for f in files(tree))
         fuse_opts = _fuse_options(allow_other, options.get("fuse", []), writable)
         try:
             pyfuse3.init(ops, mountpoint, fuse_opts)
         except RuntimeError as exc:
             raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+        if guest is not None:
+            guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die
     except VmcorefsError as exc:
         if machine is not None:
             machine.close()
@@ -157,8 +160,7 @@ def mount(source: str, mountpoint: str, *, mode: str = "auto", foreground: bool 
     In the background mode the call returns once the mount is ready.
     """
     options = options or {}
-    if source != "demo":
-        source = os.path.abspath(source)
+    source = absolute_source(source)
     if log_file:
         log_file = os.path.abspath(log_file)  # the daemon works from /
         try:
@@ -256,4 +258,8 @@ def unmount(mountpoint: str, lazy: bool = False) -> int:
               + ("" if lazy else f" (files still open? try 'vmcorefs umount --lazy {mountpoint}')"),
               file=sys.stderr)
         return 1
+    from .sources.qemu import finish_unmount
+    note = finish_unmount(mountpoint)  # a running guest's daemon resumes it; if it died, here
+    if note:
+        print(f"vmcorefs: {note}", file=sys.stderr)
     return 0

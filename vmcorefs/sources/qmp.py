@@ -71,6 +71,10 @@ class Qmp:
                              f"-qmp unix:{self.path},server=on,wait=off?)") from None
         except ConnectionRefusedError:
             raise InputError(f"{self.name}: nobody listens on the socket (QEMU is gone?)") from None
+        except (BlockingIOError, socket.timeout):  # EAGAIN: the queue of waiting clients is full
+            raise InputError(f"{self.name}: the monitor is busy (other clients are connected and waiting; a QMP "
+                             "socket serves one client at a time: give QEMU another "
+                             "-qmp unix:PATH,server=on,wait=off for vmcorefs)") from None
         except OSError as exc:
             raise InputError(f"{self.name}: cannot connect: {exc.strerror or exc}") from None
         try:

@@ -10,12 +10,13 @@ stopped guest holds:
   capture kernel's /proc/vmcore (copied out over virtio-blk afterwards), by
   mount and by ``vmcorefs save``;
 - a running guest (first kernel, before the crash) stopped for the mount:
-  memory and registers equal QEMU's dump of the same stopped guest; a
+  memory and registers equal QEMU's dump of the same stopped guest, drgn
+  walks its log and tasks; a
   ``cont`` from another client makes reads fail with EIO; a daemon killed
   leaves the guest stopped and ``vmcorefs umount`` resumes it; ``--live``
   leaves it running;
 - a guest that panicked without kdump: the same comparison with QEMU's
-  dump, and it stays stopped after the unmount;
+  dump, drgn shows the panic, and it stays stopped after the unmount;
 - QEMU gone while mounted: EIO. Bad input (no guest boot): a socket that is
   not QMP, a busy one, a non-s390x QEMU, RAM anonymous, in a memfd, not
   shared, or its file gone: one line, no daemon, the monitor free again.
@@ -30,6 +31,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, require_fuse, run_vmcorefs, sha256_file
-from guest import QEMU, GuestError, Qmp, RunningGuest, require_guest, tools_missing
+from guest import GUEST, QEMU, GuestError, Qmp, RunningGuest, require_guest, tools_missing
 from reference import note_desc, raw_notes
 
 PT_LOAD, PT_NOTE = 1, 4
@@ -139,6 +141,45 @@ def daemon_pid(mountpoint: Path) -> int:
     return json.loads(Path(state_path(str(mountpoint))).read_text())["pid"]
 
 
+DRGN_SCRIPT = r"""
+import json, sys, drgn
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.printk import get_dmesg
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+prog.load_debug_info([sys.argv[2]])
+out = {"dmesg": get_dmesg(prog).decode().splitlines(),
+       "tasks": sorted((t.pid.value_(), t.comm.string_().decode()) for t in for_each_task(prog))}
+try:
+    thread = prog.crashed_thread()
+    out["crashed"] = [thread.tid, str(thread.stack_trace()).splitlines()]
+except LookupError as e:  # a kernel that did not panic
+    out["crashed"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def drgn_report(vmcore: Path) -> dict:
+    """What drgn (PyPI) finds in *vmcore* with the guest kernel's vmlinux: the log, tasks, the panic."""
+    try:
+        import drgn  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("drgn is not installed in this Python (PyPI drgn, the test extra)")
+        pytest.skip("drgn is not installed in this Python (PyPI drgn, the test extra)")
+    vmlinux = Path("/var/tmp/vmcorefs-guest-vmlinux/vmlinux")
+    packed = GUEST / "vmlinux.zst"
+    if not vmlinux.exists() or vmlinux.stat().st_mtime < packed.stat().st_mtime:
+        vmlinux.parent.mkdir(parents=True, exist_ok=True)
+        tmp = vmlinux.with_suffix(f".{os.getpid()}")
+        subprocess.run(["zstd", "-d", "-q", "-f", str(packed), "-o", str(tmp)], check=True, timeout=300)
+        os.replace(tmp, vmlinux)
+    res = subprocess.run([sys.executable, "-c", DRGN_SCRIPT, str(vmcore), str(vmlinux)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
 def guest_or_fail(name: str, **kw) -> RunningGuest:
     require_guest()
     require_fuse()
@@ -169,6 +210,11 @@ def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path):
         finally:
             busy.close()
 
+        # info stops the guest while it reads, says so, and resumes it
+        info = run_vmcorefs("info", g.source).stdout
+        assert "\nguest        stopped by vmcorefs while open (it was running); resumed at unmount" in info
+        assert g.status() == "running"
+
         # a running guest, stopped for the mount: memory and registers = QEMU's dump of it
         res = mount_bg(g.source, mnt)
         assert res.returncode == 0, res.stderr
@@ -181,6 +227,11 @@ def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path):
         assert compare_memory(mnt / "vmcore", tmp_path / "qemu.elf") >= 128 << 20
         compare_registers(mnt / "vmcore", tmp_path / "qemu.elf")
         (tmp_path / "qemu.elf").unlink()
+        # a snapshot drgn walks: the kernel's log up to the static init, init among the tasks
+        rep = drgn_report(mnt / "vmcore")
+        assert any(line.endswith("] Run /init as init process") for line in rep["dmesg"])
+        assert [1, "init"] in rep["tasks"] and [2, "kthreadd"] in rep["tasks"]
+        assert rep["crashed"] == "panic_cpu is not set"  # it runs: nothing panicked
 
         # someone resumes it: every read fails from then on (the summary says why)
         g.qmp.cmd("cont")
@@ -252,6 +303,12 @@ def test_panicked_guest_without_kdump(tmp_path):
         g.qemu_dump(tmp_path / "qemu.elf")
         assert compare_memory(mnt / "vmcore", tmp_path / "qemu.elf") == 128 << 20
         compare_registers(mnt / "vmcore", tmp_path / "qemu.elf")
+        # the panic as drgn sees it: init (pid 1) wrote c to /proc/sysrq-trigger
+        rep = drgn_report(mnt / "vmcore")
+        assert any(line.endswith("] Kernel panic - not syncing: sysrq triggered crash") for line in rep["dmesg"])
+        tid, stack = rep["crashed"]
+        frames = [line.split()[1] for line in stack]
+        assert tid == 1 and frames.index("panic") < frames.index("sysrq_handle_crash") < frames.index("ksys_write")
         umount(mnt)
         assert g.status() == "guest-panicked"
 

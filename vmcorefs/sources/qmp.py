@@ -28,7 +28,7 @@ import time
 
 from ..errors import InputError
 
-__all__ = ("GREETING_TIMEOUT", "COMMAND_TIMEOUT", "Qmp", "QmpError")
+__all__ = ("COMMAND_TIMEOUT", "GREETING_TIMEOUT", "Qmp", "QmpError")
 
 GREETING_TIMEOUT = 5.0  # seconds for QEMU's greeting: longer means another client holds the monitor
 COMMAND_TIMEOUT = 60.0  # seconds for one command (a dump-guest-memory of a tiny range, a stop)
@@ -71,7 +71,7 @@ class Qmp:
                              f"-qmp unix:{self.path},server=on,wait=off?)") from None
         except ConnectionRefusedError:
             raise InputError(f"{self.name}: nobody listens on the socket (QEMU is gone?)") from None
-        except (BlockingIOError, socket.timeout):  # EAGAIN: the queue of waiting clients is full
+        except (TimeoutError, BlockingIOError):  # EAGAIN: the queue of waiting clients is full
             raise InputError(f"{self.name}: the monitor is busy (other clients are connected and waiting; a QMP "
                              "socket serves one client at a time: give QEMU another "
                              "-qmp unix:PATH,server=on,wait=off for vmcorefs)") from None
@@ -79,7 +79,7 @@ class Qmp:
             raise InputError(f"{self.name}: cannot connect: {exc.strerror or exc}") from None
         try:
             greeting = self._message(what="greeting")
-        except socket.timeout:
+        except TimeoutError:
             raise InputError(f"{self.name}: QEMU does not greet within {greeting_timeout:.0f} s: the monitor "
                              "is busy (another client is connected; a QMP socket serves one client at a time: "
                              "give QEMU another -qmp unix:PATH,server=on,wait=off for vmcorefs) or it is not a "
@@ -132,7 +132,7 @@ class Qmp:
                 elif "error" in reply:
                     err = reply["error"]
                     raise QmpError(f"{self.name}: QEMU refused {name}: {err.get('desc', err)}")
-        except socket.timeout:
+        except TimeoutError:
             raise QmpError(f"{self.name}: no answer to {name} within {self.timeout:.0f} s") from None
         except InputError as exc:
             if isinstance(exc, QmpError):
@@ -160,7 +160,7 @@ class Qmp:
                     return
                 elif "error" in reply:
                     raise QmpError(f"{self.name}: QEMU refused getfd: {reply['error'].get('desc')}")
-        except socket.timeout:
+        except TimeoutError:
             raise QmpError(f"{self.name}: no answer to getfd within {self.timeout:.0f} s") from None
 
     def poll_events(self) -> list[dict]:

@@ -360,12 +360,14 @@ class RunningGuest:
     for the test (:attr:`qmp`; a QMP socket serves one client at a time),
     a virtio-blk disk the capture kernel copies /proc/vmcore onto.
     ``crashkernel_mib=0``: no kdump (a crash ends in a panic, which QEMU
-    pauses: ``-action panic=pause``). A context manager; :meth:`close`
+    pauses: ``-action panic=pause``); ``init_on_free=False`` leaves RAM the
+    guest never used unwritten (a sparse RAM file, for the benchmarks). A context manager; :meth:`close`
     kills QEMU and removes everything.
     """
 
     def __init__(self, name: str, *, smp: int = 2, cpu: str = "max", memory_mib: int = 256,
-                 crashkernel_mib: int = 96, workload_pages: int = 256, random_bytes: int = 256 << 10) -> None:
+                 crashkernel_mib: int = 96, workload_pages: int = 256, random_bytes: int = 256 << 10,
+                 init_on_free: bool = True) -> None:
         self.work = Path(tempfile.mkdtemp(prefix=f"vmcorefs-{name}-", dir="/var/tmp"))
         self.sockdir = Path(tempfile.mkdtemp(prefix="vmcorefs-qmp-"))  # short: sun_path has 107 bytes
         self.vmcorefs_socket = self.sockdir / "vmcorefs.sock"
@@ -377,8 +379,10 @@ class RunningGuest:
             with open(self.disk, "wb") as f:
                 f.truncate(memory_mib << 20)
             _init, initrd = build_initrds(self.work, (GUEST / "bzImage").read_bytes())
-            append = (f"console=ttysclp0 panic=0 init_on_free=1 vmcorefs.run={name} "
+            append = (f"console=ttysclp0 panic=0 vmcorefs.run={name} "
                       f"vmcorefs.wl_pages={workload_pages} vmcorefs.rnd_bytes={random_bytes}")
+            if init_on_free:
+                append += " init_on_free=1"
             if crashkernel_mib:
                 append += f" crashkernel={crashkernel_mib}M"
             self.cmd = [QEMU, "-machine", "s390-ccw-virtio", "-accel", "tcg", "-cpu", cpu, "-smp", str(smp),

@@ -109,7 +109,7 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         dump = await Dump.open(machine, mode)
         tree = build_tree(dump)
         allow_other = options.get("allow_other", False)
-        guest = machine.guest  # a running QEMU guest: reads fail once it resumes or QEMU exits
+        guest = getattr(machine, "guest", None)  # a running QEMU guest: reads fail once it resumes or QEMU exits
         ops = Operations(tree, file_mode=0o444 if allow_other else 0o400,
                          dir_mode=0o555 if allow_other else 0o500, check=guest.check if guest else None)
         writable = any(f.write is not None for f in files(tree))

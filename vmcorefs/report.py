@@ -33,7 +33,8 @@ ENVIRONMENTS = {
 def environment_text(dump: Dump) -> str:
     """``ENVIRONMENT: what runs``, with the HSA's release and a capture kernel found."""
     m = dump.machine
-    if m.guest is not None and m.environment == "file":
+    guest = getattr(m, "guest", None)
+    if guest is not None and m.environment == "file":
         text = f"{m.environment}: {m.kind}: the guest's memory as it is, read in place, with QEMU's CPU states"
     else:
         text = f"{m.environment}: " + ENVIRONMENTS[m.environment].format(hsa=m.hsa_size, kind=m.kind)
@@ -138,7 +139,7 @@ def info_text(dump: Dump, vmcore_size: int, source: str) -> str:
         ("crashed", crashed_text(rep)),
         ("mode", f"{dump.mode} - {dump.why}"),
         ("environment", environment_text(dump)),
-    ] + ([("guest", m.guest.state_text())] if m.guest is not None else []) + [
+    ] + ([("guest", m.guest.state_text())] if getattr(m, "guest", None) is not None else []) + [
         ("memory", memory_text(dump)),
         ("crashkernel", crashkernel_text(rep)),
         ("cpus", cpus_text(dump)),
@@ -173,7 +174,7 @@ def summary_text(dump: Dump) -> str:
     m, rep = dump.machine, dump.report
     out = [f"machine: {m.name}",
            f"environment: {environment_text(dump)}"]
-    if m.guest is not None:  # made at every read: tells a resume or QEMU's exit
+    if getattr(m, "guest", None) is not None:  # made at every read: tells a resume or QEMU's exit
         out.append(f"guest: {m.guest.state_text()}")
         out.append("consistency: " + ("LIVE, every file's content is read from the running guest's memory as it "
                                       "changes" if m.guest.live else "a snapshot: the guest is stopped"))

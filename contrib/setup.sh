@@ -39,6 +39,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 [ "${1:-}" = test ] && extra="[test]"
+if ! .venv/bin/python -I -c "import vmcorefs, pyfuse3, trio, elftools" 2>/dev/null; then
+    echo "setup: installing vmcorefs and its Python packages into .venv (pip; about a minute the first time)" >&2
+fi
 # pipefail: pip's failure fails the pipeline; grep finding nothing to print does not
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
     | { grep -v -e "^WARNING: Location" -e "^$" || true; } >&2 \

@@ -81,14 +81,24 @@ cleanup() {
 # next run resumes), then the mounts go. The save runs in the background
 # with 'wait': a shell runs no trap while a foreground command runs, and
 # systemd (KillMode=mixed) signals only this shell.
+# The save starts with INT and TERM ignored and takes them over once it can
+# stop cleanly (Python starting up would otherwise die of an early signal,
+# before its partial file says what was written): TERM is sent again until
+# it has stopped, however fast or slow it starts.
 stop() {
     trap '' INT TERM
     if [ -n "$save_pid" ]; then
-        kill -TERM "$save_pid" 2>/dev/null
+        while kill -TERM "$save_pid" 2>/dev/null && ! exited "$save_pid"; do
+            sleep 1
+        done
         wait "$save_pid"
     fi
     cleanup
     exit "$1"
+}
+# exited PID: the process is gone or a zombie (exited, not yet waited for)
+exited() {
+    [ ! -r "/proc/$1/stat" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" = Z ]
 }
 trap 'stop 130' INT
 trap 'stop 143' TERM
@@ -145,7 +155,7 @@ fi
 
 # run_save [OPTION]: vmcorefs save in the background (see stop); sets status
 run_save() {
-    "$vmcorefs" save "$src" "$out" --progress --sha256-file --sync "$@" &
+    (trap '' INT TERM; exec "$vmcorefs" save "$src" "$out" --progress --sha256-file --sync "$@") &
     save_pid=$!
     wait "$save_pid"
     status=$?

@@ -184,3 +184,70 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
                 break
             h.update(data)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# descriptions of the real kdump fixture as a stand-alone dump
+
+
+CPU_STATES = {
+    # what QEMU reported then: CPU 0 runs the capture kernel, CPU 1 is stopped in its crashed state
+    "json": ["--cpus-json", str(FIXTURES / "kdump-1g" / "cpu-state-kdump.json")],
+    # CPU 1's status where the crashed kernel stored it (emulate reads it behind the swap)
+    "prefix": ["--cpu-prefix", "0xd64000", "--vector"],
+    # none given: emulate finds the crashed kernel's CPUs behind the swap (lowcore_ptr[])
+    "found": [],
+}
+
+
+def describe_standalone_fixture(directory, cpus: str = "json") -> str:
+    """
+    The fixture as a stand-alone dump taken at the same moment, as if the
+    capture kernel had hung: the same memory behind an HSA, the CPU states
+    as *cpus* names (see CPU_STATES).
+    """
+    desc = directory / f"standalone-{cpus}.toml"
+    run_vmcorefs("emulate", unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw"), "--environment", "standalone",
+                 *CPU_STATES[cpus], "-o", desc)
+    return str(desc)
+
+
+# --------------------------------------------------------------------------
+# external tools (the consumers; s390x builds under qemu-user)
+
+SYSROOT = Path(os.environ.get("VMCOREFS_S390X_SYSROOT", "/var/tmp/vmcorefs-s390x-sysroot"))
+SETUP_HINT = "bash contrib/setup.sh test"
+
+
+
+def missing_tool(why: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"consumer tests must run in CI: {why} ({SETUP_HINT})")
+    pytest.skip(f"{why} ({SETUP_HINT})")
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None)
+    if path is None:
+        missing_tool(f"{name} is missing (Debian package {package})")
+    return path
+
+
+def require_s390x(tool: str) -> list[str]:
+    """The command prefix that runs SYSROOT's s390x *tool* under qemu-user."""
+    qemu = require_tool("qemu-s390x", "qemu-user")
+    binary = next((SYSROOT / d / tool for d in ("usr/bin", "sbin", "usr/sbin")
+                   if os.access(SYSROOT / d / tool, os.X_OK)), None)
+    if binary is None:
+        missing_tool(f"{SYSROOT}/usr/bin/{tool} is missing (bash contrib/s390x-sysroot.sh builds the s390x sysroot)")
+    return [qemu, "-L", str(SYSROOT), str(binary)]
+
+
+def run(cmd, *, timeout: float = 300, ok: bool = True, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL, **kw)
+    if ok and res.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
+                             f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res

@@ -21,7 +21,8 @@ import pytest
 import trio
 
 from conftest import run_vmcorefs, sha256_file
-from reference import cksm, note
+from reference import (RT_HSA, RT_PREFIXES, RT_SIZE, lay_save_areas,
+                       make_image, pack_save_area, parse_header, regs, write_description)
 from vmcorefs.demo import demo_cpu_regs, demo_words
 from vmcorefs.errors import InputError, MemoryReadError
 
@@ -37,54 +38,6 @@ TOD_EPOCH = 0x7D91048BCA000000  # TOD = TOD_EPOCH + (unix microseconds << 12)
 
 # --------------------------------------------------------------------------
 # independent helpers
-
-
-def parse_header(data: bytes) -> dict:
-    """Parse struct df_s390_hdr as the reference's table gives it (big-endian, packed)."""
-    assert len(data) >= 0x1000
-    fields = [
-        (0x00, "magic", "Q"), (0x08, "version", "I"), (0x0C, "header_size", "I"), (0x10, "dump_level", "I"),
-        (0x14, "page_size", "I"), (0x18, "mem_size", "Q"), (0x20, "mem_start", "Q"), (0x28, "mem_end", "Q"),
-        (0x30, "num_pages", "I"), (0x34, "pad", "I"), (0x38, "tod", "Q"), (0x40, "cpu_id", "Q"),
-        (0x48, "arch", "I"), (0x4C, "volnr", "I"), (0x50, "build_arch", "I"), (0x54, "mem_size_real", "Q"),
-        (0x5C, "mvdump", "B"), (0x5D, "cpu_cnt", "H"), (0x5F, "real_cpu_cnt", "H"),
-    ]
-    h = {name: struct.unpack_from(">" + fmt, data, off)[0] for off, name, fmt in fields}
-    h["lc_vec"] = list(struct.unpack_from(">512I", data, 0x800))
-    return h
-
-
-def pack_save_area(r: dict) -> bytes:
-    """Pack a 512-byte store-status save area (reference section 3, offsets from 0x1200)."""
-    sa = bytearray(512)
-    struct.pack_into(">16Q", sa, 0x000, *r["fprs"])
-    struct.pack_into(">16Q", sa, 0x080, *r["gprs"])
-    struct.pack_into(">2Q", sa, 0x100, *r["psw"])
-    struct.pack_into(">I", sa, 0x118, r["prefix"])
-    struct.pack_into(">I", sa, 0x11C, r["fpc"])
-    struct.pack_into(">I", sa, 0x124, r["todpreg"])
-    struct.pack_into(">Q", sa, 0x128, r["timer"])
-    sa[0x130:0x138] = r["todcmp"]
-    struct.pack_into(">16I", sa, 0x140, *r["acrs"])
-    struct.pack_into(">16Q", sa, 0x180, *r["ctrs"])
-    return bytes(sa)
-
-
-def regs(i: int, prefix: int) -> dict:
-    """Distinct made-up registers of CPU *i*."""
-    return dict(psw=(0x0705000180000000, 0x200000 + i * 0x10), gprs=[0x1111 * i + r for r in range(16)],
-                acrs=[i << 16 | r for r in range(16)], ctrs=[0xC0 << 56 | i << 8 | r for r in range(16)],
-                fprs=[0x3FF0000000000000 | i << 8 | r for r in range(16)], fpc=0x100 + i, prefix=prefix,
-                timer=0x7FFF000000000000 | i, todcmp=bytes([0, 0xE3, 0xA0, 0, 0, 0, 0, i]), todpreg=0xAB00 + i)
-
-
-def lay_save_areas(buf: bytearray, base: int, areas: list[tuple[int, bytes]]) -> None:
-    """Lay each ``(prefix, save area)`` over *buf* (memory from *base*) at prefix + 0x1200."""
-    for prefix, sa in areas:
-        start = prefix + 0x1200 - base
-        lo, hi = max(start, 0), min(start + 512, len(buf))
-        if lo < hi:
-            buf[lo:hi] = sa[lo - start:hi - start]
 
 
 def demo_expected(address: int, length: int) -> bytes:
@@ -259,42 +212,6 @@ def test_demo_hsa_release(mounter):
 
 # --------------------------------------------------------------------------
 # a machine whose round trip through the s390 dump format must be exact
-
-RT_SIZE = 64 * MIB
-RT_HSA = 16 * MIB
-RT_PREFIXES = [0x30000, RT_HSA + 0x800000, RT_SIZE - 0x2000]  # in the HSA, above it, the last page
-NOTE_ADDR, REIPL_ADDR = 0x7000, 0x9000
-
-
-def make_image(tmp_path, seed: int = 1) -> tuple[bytearray, bytes, bytes]:
-    """Return a 64 MiB image with a VMCOREINFO note and a re-IPL block, its VMCOREINFO and re-IPL block."""
-    img = bytearray(random.Random(seed).randbytes(RT_SIZE))
-    vmcoreinfo = b"OSRELEASE=6.1.0-zcore-test\nPAGESIZE=4096\nSYMBOL(_stext)=100000\n"
-    n = note(b"VMCOREINFO", 0, vmcoreinfo)
-    img[NOTE_ADDR:NOTE_ADDR + len(n)] = n
-    reipl = bytearray(0x40)
-    struct.pack_into(">I", reipl, 0, 0x40)
-    reipl[7] = 1
-    img[REIPL_ADDR:REIPL_ADDR + 0x40] = reipl
-    img[0xA3] = 1
-    struct.pack_into(">QIQ", img, 0xE00, REIPL_ADDR, cksm(bytes(reipl)), NOTE_ADDR)
-    struct.pack_into(">Q", img, 0xE18, 0)  # no os_info
-    return img, vmcoreinfo, bytes(reipl)
-
-
-def write_description(path, image_name: str, environment: str, cpus: list[dict], extra: str = "",
-                      memory: list[tuple[int, int]] | None = None) -> None:
-    """Write a machine description; *memory*: ``(start, size)`` ranges, by default ``[0, RT_SIZE)``."""
-    ranges = ", ".join(f"{{ start = {s:#x}, size = {n:#x} }}" for s, n in memory or [(0, RT_SIZE)])
-    lines = ["format = 1", f'name = "{path.stem}"', f'environment = "{environment}"', "vector = false",
-             f"memory = [{ranges}]", "", "[store]", 'type = "raw"',
-             f'path = "{image_name}"', extra]
-    for c in cpus:
-        lines += ["", "[[cpu]]", f"address = {c['address']}"]
-        if c.get("save_area") is not None:
-            lines.append(f'save_area = "{c["save_area"].hex()}"')
-    path.write_text("\n".join(lines) + "\n")
-
 
 def test_round_trip_is_exact(mounter, tmp_path):
     img, vmcoreinfo, reipl = make_image(tmp_path)

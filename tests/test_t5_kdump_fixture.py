@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from conftest import FIXTURES, Mount, describe_kdump_fixture, require_fuse, run_vmcorefs, unpack_fixture
+from conftest import (CPU_STATES, FIXTURES, Mount, describe_kdump_fixture, describe_standalone_fixture, require_fuse,
+                      run_vmcorefs, unpack_fixture)
 
 FIXTURE_VMCORE_SHA256 = "36c0292eafc283b893bc23f46725c3cf9024d98d90eefc676a497ef2e3928ca5"
 
@@ -78,7 +79,6 @@ def test_vmcore_is_byte_identical_to_proc_vmcore(kdump_mount):
 
 
 def test_readelf_matches_fixture_output(kdump_mount):
-    from conftest import FIXTURES
     for flag, name in (("-h", "readelf-h.txt"), ("-l", "readelf-l.txt"), ("-n", "readelf-n.txt")):
         out = subprocess.run(["readelf", flag + "W", str(kdump_mount.path("vmcore"))],
                              capture_output=True, text=True, check=True).stdout
@@ -96,6 +96,11 @@ def test_meminfo_of_the_fixture(kdump_mount):
     assert res.stdout == "OSRELEASE=6.1.192-vmcorefs\n"
     cpu1 = kdump_mount.path("meminfo/cpus/cpu1").read_text()
     assert "psw_addr: 0x112a26" in cpu1  # pcpu_delegate+0x11e, fixture README
+    # 1 GiB detected, the crashkernel (fixture README) left out of the export
+    assert kdump_mount.path("meminfo/memory_map").read_text() == (
+        "detected 0x0000000000000000 0x0000000040000000\n"
+        "exported 0x0000000000000000 0x0000000034000000\n"
+        "crashkernel 0x0000000034000000 0x000000000c000000\n")
 
 
 def test_check_says_kdump(kdump_machine):
@@ -103,28 +108,6 @@ def test_check_says_kdump(kdump_machine):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "decision: kdump" in res.stdout
     assert "OK   os_info checksum: stored 0x40010001, computed 0x40010001" in res.stdout
-
-
-CPU_STATES = {
-    # what QEMU reported then: CPU 0 runs the capture kernel, CPU 1 is stopped in its crashed state
-    "json": ["--cpus-json", str(FIXTURES / "kdump-1g" / "cpu-state-kdump.json")],
-    # CPU 1's status where the crashed kernel stored it (emulate reads it behind the swap)
-    "prefix": ["--cpu-prefix", "0xd64000", "--vector"],
-    # none given: emulate finds the crashed kernel's CPUs behind the swap (lowcore_ptr[])
-    "found": [],
-}
-
-
-def describe_standalone_fixture(directory, cpus: str = "json") -> str:
-    """
-    The fixture as a stand-alone dump taken at the same moment, as if the
-    capture kernel had hung: the same memory behind an HSA, the CPU states
-    as *cpus* names (see CPU_STATES).
-    """
-    desc = directory / f"standalone-{cpus}.toml"
-    run_vmcorefs("emulate", unpack_fixture("kdump-1g", "kdump-kdump.pmem.raw"), "--environment", "standalone",
-                 *CPU_STATES[cpus], "-o", desc)
-    return str(desc)
 
 
 @pytest.mark.parametrize("cpus", list(CPU_STATES))

@@ -86,6 +86,7 @@ class Spec:
     bad: str = ""  # the check that must be BAD
     os_info_crash: tuple[int, int] | None = None  # what os_info says, if not the crashkernel
     capture: bool = False  # stand-alone: taken while the capture kernel ran (the image is swapped)
+    bad_checksum: str = ""  # "os_info": the os_info page's stored checksum is off by one; "entry0": entry 0's
 
     @property
     def swapped(self) -> bool:
@@ -135,6 +136,12 @@ SPECS = [
     # os_info names another crashkernel than kexec gave the capture kernel: no valid setup
     Spec("os-info-crashkernel-mismatch", [(0, 64 * M)], (32 * M, 16 * M), "standalone", [(0, 64 * M)],
          os_info_crash=(32 * M, 8 * M), bad="crashkernel"),
+    # a checksum that does not verify: the os_info page's, or entry 0's (its
+    # VMCOREINFO text): no valid kdump setup, VMCOREINFO from the 0xE0C note
+    Spec("os-info-checksum-bad", [(0, 64 * M)], (32 * M, 16 * M), "standalone", [(0, 64 * M)],
+         bad="os_info checksum", bad_checksum="os_info"),
+    Spec("entry0-checksum-bad", [(0, 64 * M)], (32 * M, 16 * M), "standalone", [(0, 64 * M)],
+         bad="os_info entry 0 (vmcoreinfo)", bad_checksum="entry0"),
     # VMCOREINFO only through 0xE0C: os_info entry 0 is empty
     Spec("vmcoreinfo-note-only", [(0, 64 * M)], (32 * M, 16 * M), "kdump", [(0, 32 * M), (48 * M, 64 * M)],
          entry0=False),
@@ -218,7 +225,7 @@ class Built:
 
     @property
     def vmcoreinfo(self) -> bytes:
-        if self.spec.mode == "kdump" and self.spec.os_info and self.spec.entry0:
+        if self.spec.mode == "kdump" and self.spec.os_info and self.spec.entry0 and not self.spec.bad_checksum:
             return TEXT_ENTRY0
         if self.spec.capture and not self.spec.undone:  # the capture kernel's own lowcore note
             return TEXT_CAPTURE
@@ -266,7 +273,11 @@ def build(spec: Spec, d: Path) -> Built:
     struct.pack_into(">Q", old, 0xE0C, NOTE_AT)
     if spec.os_info:
         entry0 = (ENTRY0_AT, len(TEXT_ENTRY0), cksm(TEXT_ENTRY0)) if spec.entry0 else (0, 0, 0)
-        page = os_info_page(spec.os_info_crash or spec.crash, [entry0, (IPIB_AT, len(ipib), cksm(ipib))])
+        if spec.bad_checksum == "entry0":
+            entry0 = (entry0[0], entry0[1], entry0[2] ^ 1)
+        page = bytearray(os_info_page(spec.os_info_crash or spec.crash, [entry0, (IPIB_AT, len(ipib), cksm(ipib))]))
+        if spec.bad_checksum == "os_info":
+            struct.pack_into(">I", page, 8, struct.unpack_from(">I", page, 8)[0] ^ 1)
         old[spec.os_info_at:spec.os_info_at + PAGE] = page
     struct.pack_into(">Q", old, 0xE18, spec.os_info_at if spec.os_info else 0)
 
@@ -445,8 +456,8 @@ async def test_kdump_path_prefers_os_info_entry0(machines):
     dump, vmcore = await render(built.desc)
     assert dump.report.vmcoreinfo_source.startswith("os_info entry 0")
     notes = headers(vmcore)
-    assert notes.endswith(vmcoreinfo_note(TEXT_ENTRY0)[:12] + b"VMCOREINFO\0\0"[12:] + TEXT_ENTRY0 + bytes(
-        -len(TEXT_ENTRY0) % 4)) or vmcoreinfo_note(TEXT_ENTRY0) in notes
+    # the last note, padded to 4 bytes, then the padding of the notes' page
+    assert (vmcoreinfo_note(TEXT_ENTRY0) + bytes(-len(TEXT_ENTRY0) % 4)) in notes
     assert TEXT_NOTE not in notes
     dump, vmcore = await render(built.desc, "standalone")
     assert dump.mode == "standalone" and dump.ranges == built.spec.memory

@@ -22,57 +22,17 @@ import datetime
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Mount, describe_kdump_fixture, require_fuse, unpack_fixture
+from conftest import (FIXTURES, Mount, describe_kdump_fixture, missing_tool, require_fuse, require_s390x, require_tool,
+                      run, unpack_fixture)
 
 pytestmark = [pytest.mark.fuse, pytest.mark.fixture]
 
 FIX = FIXTURES / "kdump-1g"
-SYSROOT = Path(os.environ.get("VMCOREFS_S390X_SYSROOT", "/var/tmp/vmcorefs-s390x-sysroot"))
-SETUP_HINT = "bash contrib/setup.sh test"
-
-
-# --- tools -----------------------------------------------------------------
-
-def _missing(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"consumer tests must run in CI: {why} ({SETUP_HINT})")
-    pytest.skip(f"{why} ({SETUP_HINT})")
-
-
-def require_tool(name: str, package: str) -> str:
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None)
-    if path is None:
-        _missing(f"{name} is missing (Debian package {package})")
-    return path
-
-
-def require_s390x(tool: str) -> list[str]:
-    """The command prefix that runs SYSROOT's s390x *tool* under qemu-user."""
-    qemu = require_tool("qemu-s390x", "qemu-user")
-    binary = next((SYSROOT / d / tool for d in ("usr/bin", "sbin", "usr/sbin")
-                   if os.access(SYSROOT / d / tool, os.X_OK)), None)
-    if binary is None:
-        _missing(f"{SYSROOT}/usr/bin/{tool} is missing (bash contrib/s390x-sysroot.sh builds the s390x sysroot)")
-    return [qemu, "-L", str(SYSROOT), str(binary)]
-
-
-def run(cmd, *, timeout: float = 300, ok: bool = True, **kw) -> subprocess.CompletedProcess:
-    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL, **kw)
-    if ok and res.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
-                             f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
 # --- what the fixture files say ----------------------------------------------
 
 class Expected:
@@ -365,7 +325,7 @@ def drgn_report(core, vmlinux) -> dict:
     try:
         import drgn  # noqa: F401
     except ImportError:
-        _missing("drgn is not installed in this Python (PyPI drgn, the test extra)")
+        missing_tool("drgn is not installed in this Python (PyPI drgn, the test extra)")
     return json.loads(run([sys.executable, "-c", DRGN_SCRIPT, core, vmlinux], timeout=300).stdout)
 
 
@@ -498,7 +458,7 @@ print(json.dumps(rep))
 def libkdumpfile_report(core) -> dict:
     python = "/usr/bin/python3"
     if run([python, "-c", "import kdumpfile"], ok=False).returncode != 0:
-        _missing("python3-libkdumpfile is missing for /usr/bin/python3")
+        missing_tool("python3-libkdumpfile is missing for /usr/bin/python3")
     return json.loads(run([python, "-c", LIBKDUMPFILE_SCRIPT, core]).stdout)
 
 

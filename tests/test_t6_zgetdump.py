@@ -33,10 +33,9 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, require_fuse, sha256_file
+from conftest import REPO, describe_standalone_fixture, require_fuse, require_s390x, run, sha256_file
 from reference import note_desc, raw_notes
-from test_t4_zcore import lay_save_areas, make_image, pack_save_area, parse_header, regs, write_description
-from test_t6_consumers import require_s390x, run
+from reference import lay_save_areas, make_image, pack_save_area, parse_header, regs, write_description
 
 pytestmark = [pytest.mark.fuse]
 
@@ -288,7 +287,6 @@ def test_zgetdump_finds_the_crashed_system_in_zcore_mem(zgetdump, tmp_path):
     own /proc/vmcore. vmcorefs, given that dump file, does the same.
     """
     from conftest import Mount, unpack_fixture
-    from test_t5_kdump_fixture import describe_standalone_fixture
     require_fuse()
     desc = describe_standalone_fixture(tmp_path)
     (tmp_path / "mnt").mkdir()

@@ -14,7 +14,7 @@ possible, and argparse gives everything needed here (sub-commands,
 ``--help`` with an example for every command, typed options) without a
 dependency; click or typer would add one for no gain, and shell completion
 comes as a static script (``contrib/completion/``) rather than argcomplete.
-The same parser feeds the man page (:mod:`vmcorefs.manpage`).
+The same parser feeds the man page (``contrib/manpage.py`` writes ``doc/vmcorefs.1``).
 
 Every error the user can cause is printed as one line starting with
 ``vmcorefs:`` that says what to do next, with a non-zero exit status;
@@ -31,7 +31,6 @@ import sys
 
 from . import __version__
 from .errors import InputError, VmcorefsError
-from .units import size_text
 
 __all__ = ("main",)
 
@@ -318,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "vmcorefs save machine.toml dump.elf          # no mount needed",
                          "vmcorefs save /proc/vmcore /dev/sdb --force  # a whole device",
                          "vmcorefs save demo - | ssh host 'cat > dump.elf'",
-                         "sha256sum -c /var/crash/dump.elf.sha256"),
+                         "cd /var/crash && sha256sum -c dump.elf.sha256   # names OUT as in its folder"),
         formatter_class=raw)
     sp.add_argument("source", metavar="SOURCE", help="a vmcorefs mount point, /proc/vmcore, or " + SOURCE_HELP)
     sp.add_argument("out", metavar="OUT", help="the file or block device to write, or - for standard output")
@@ -368,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "capture kernel dumps it (crashkernel swapped)")
     sp.add_argument("--memory", type=parse_range, action="append", metavar="START:SIZE",
                     help="a detected memory range (repeat; default: the whole image)")
+    sp.add_argument("--memory-map", metavar="FILE",
+                    help="detected memory ranges from a file as /zcore/memmap writes it (START SIZE in hex, "
+                         "a record a line). With more than 1000 ranges the description names such a file "
+                         "(memory_map, written next to it as NAME.memmap) instead of listing them")
     sp.add_argument("--hsa-size", type=parse_size, default=32 << 20, help="HSA size (default 32M)")
     sp.add_argument("--sclp-latency-us", type=int, default=0, help="emulated SCLP latency per request")
     sp.add_argument("--cpus-json", metavar="FILE", help="CPU states as JSON (the fixtures' cpu-state format)")

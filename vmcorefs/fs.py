@@ -23,12 +23,13 @@ import time
 from typing import Callable
 
 import pyfuse3
+import trio
 
-from .errors import MemoryReadError, VmcorefsError
+from .errors import InputError, MemoryReadError, VmcorefsError
 from .views.extents import LiveText
 from .views.tree import Directory, File
 
-__all__ = ("Operations",)
+__all__ = ("Operations", "close", "serve", "start", "terminate")
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,37 @@ class Operations(pyfuse3.Operations):
             a.st_size = obj.size
             a.st_blocks = (obj.size + 511) // 512
         return inode
+
+    def writable(self) -> bool:
+        """Whether a file of the tree takes writes (the mount cannot then be ``ro``)."""
+        return any(isinstance(n.obj, File) and n.obj.write is not None for n in self.nodes.values())
+
+    async def refresh(self) -> None:
+        """
+        The content changed (the HSA was released): take the files' new sizes
+        and let the kernel forget what it cached, so reads come here again.
+        From threads, as the kernel may wait for page locks of reads being
+        served; the written file last and not waited for long: its page stays
+        locked until its write is answered.
+        """
+        settled, written = [], []
+        for inode, node in self.nodes.items():
+            if isinstance(node.obj, File):
+                node.attr.st_size = node.obj.size
+                node.attr.st_blocks = (node.obj.size + 511) // 512
+                (written if node.obj.write is not None else settled).append(inode)
+
+        def invalidate(inodes: list[int]) -> None:
+            for inode in inodes:
+                try:
+                    pyfuse3.invalidate_inode(inode)
+                except OSError:
+                    pass  # the kernel never looked it up
+
+        with trio.move_on_after(10):
+            await trio.to_thread.run_sync(invalidate, settled, abandon_on_cancel=True)
+        with trio.move_on_after(0.1):
+            await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
 
     def _node(self, inode: int) -> _Node:
         node = self.nodes.get(inode)
@@ -189,6 +221,9 @@ class Operations(pyfuse3.Operations):
         except VmcorefsError as exc:
             log.error("write to %s refused: %s", f.name, exc)
             raise pyfuse3.FUSEError(errno.EINVAL) from exc
+        except Exception as exc:  # only FUSEError may leave a handler
+            log.exception("unexpected error writing %s", f.name)
+            raise pyfuse3.FUSEError(errno.EIO) from exc
         return len(buf)
 
     async def release(self, fh):
@@ -239,3 +274,34 @@ class Operations(pyfuse3.Operations):
 
     async def removexattr(self, inode, name, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)
+
+
+# --------------------------------------------------------------------------
+# the FUSE session
+
+
+def start(ops: Operations, mountpoint: str, options: set[str]) -> None:
+    """
+    Mount *ops* on *mountpoint* with the FUSE *options*.
+
+    :raises InputError: the kernel refused the mount
+    """
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except RuntimeError as exc:
+        raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+
+
+async def serve() -> None:
+    """Serve requests until unmounted or :func:`terminate` is called."""
+    await pyfuse3.main()
+
+
+def terminate() -> None:
+    """Make :func:`serve` return."""
+    pyfuse3.terminate()
+
+
+def close() -> None:
+    """Unmount and release the session."""
+    pyfuse3.close(unmount=True)

@@ -4,7 +4,8 @@ Mounting
 --------
 
 The ``vmcorefs.mount`` module opens a source, decides the dump, mounts the
-tree with pyfuse3 and serves it until unmounted or signalled. In the
+tree through :mod:`vmcorefs.fs` (the only module that knows pyfuse3) and serves
+it until unmounted or signalled. In the
 background mode (the default, like sshfs) the command forks; the child
 mounts and tells the parent over a pipe whether the mount is ready, so
 ``vmcorefs mount`` returns only once the files can be read, or fails with
@@ -14,6 +15,7 @@ the child's one-line error.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import logging.handlers
 import os
@@ -40,6 +42,9 @@ def check_mountpoint(mountpoint: str) -> None:
         if exc.errno == errno.ENOTCONN:
             raise InputError(f"{mountpoint} is a stale vmcorefs mount (its daemon is gone): "
                              f"run 'vmcorefs umount {mountpoint}' first") from None
+        if exc.errno == errno.ENOENT:
+            raise InputError(f"mount point {mountpoint} does not exist: create it first "
+                             f"(mkdir -p {mountpoint})") from None
         raise InputError(f"mount point {mountpoint}: {exc.strerror}") from None
     import stat as stat_
     if not stat_.S_ISDIR(st.st_mode):
@@ -65,59 +70,22 @@ def _fuse_options(allow_other: bool, extra: list[str], writable: bool = False) -
 
 async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                  ready: Callable[[str | None], None]) -> int:
-    import pyfuse3
-
+    from . import fs
     from .dump import Dump
-    from .fs import Operations
     from .views.root import build_tree
-    from .views.tree import Directory, File
-
-    def files(node: Directory) -> list[File]:
-        out: list[File] = []
-        for child in node.children:
-            out += files(child) if isinstance(child, Directory) else [child]
-        return out
-
-    async def refresh_kernel_cache() -> None:
-        # The dump changed (HSA released): give the files' new sizes and let
-        # the kernel forget what it cached, so reads come here again. From
-        # threads, as the kernel may wait for page locks of reads we serve;
-        # the written file last and not waited for long: its page stays
-        # locked until its write is answered.
-        settled, written = [], []
-        for inode, node in ops.nodes.items():
-            if isinstance(node.obj, File):
-                node.attr.st_size = node.obj.size
-                node.attr.st_blocks = (node.obj.size + 511) // 512
-                (written if node.obj.write is not None else settled).append(inode)
-
-        def invalidate(inodes: list[int]) -> None:
-            for inode in inodes:
-                try:
-                    pyfuse3.invalidate_inode(inode)
-                except OSError:
-                    pass  # the kernel never looked it up
-
-        with trio.move_on_after(10):
-            await trio.to_thread.run_sync(invalidate, settled, abandon_on_cancel=True)
-        with trio.move_on_after(0.1):
-            await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
 
     machine = None
+    gc.disable()  # a machine of 100,000 ranges makes as many objects, all kept: no collections meanwhile
     try:
         machine = open_source(source, live=options.get("live", False))
         dump = await Dump.open(machine, mode)
         tree = build_tree(dump)
+        gc.freeze()  # and none of them is looked at by a collection later
         allow_other = options.get("allow_other", False)
         guest = getattr(machine, "guest", None)  # a running QEMU guest: reads fail once it resumes or QEMU exits
-        ops = Operations(tree, file_mode=0o444 if allow_other else 0o400,
-                         dir_mode=0o555 if allow_other else 0o500, check=guest.check if guest else None)
-        writable = any(f.write is not None for f in files(tree))
-        fuse_opts = _fuse_options(allow_other, options.get("fuse", []), writable)
-        try:
-            pyfuse3.init(ops, mountpoint, fuse_opts)
-        except RuntimeError as exc:
-            raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+        ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
+                            dir_mode=0o555 if allow_other else 0o500, check=guest.check if guest else None)
+        fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
         if guest is not None:
             guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die
     except VmcorefsError as exc:
@@ -131,8 +99,10 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
             machine.close()
         ready(f"internal error: {type(exc).__name__}: {exc} (see the log; please report it)")
         return 70
+    finally:
+        gc.enable()
     log.info("mounted %s on %s: %s mode, /vmcore %d bytes", source, mountpoint, dump.mode, tree.find("vmcore").size)
-    dump.on_change.append(refresh_kernel_cache)
+    dump.on_change.append(ops.refresh)
     ready(None)
     try:
         async with trio.open_nursery() as nursery:
@@ -140,13 +110,13 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                     async for signum in signals:
                         log.info("signal %d: unmounting", signum)
-                        pyfuse3.terminate()
+                        fs.terminate()
                         return
             nursery.start_soon(stop_on_signal)
-            await pyfuse3.main()
+            await fs.serve()
             nursery.cancel_scope.cancel()
     finally:
-        pyfuse3.close(unmount=True)
+        fs.close()
         machine.close()
         log.info("unmounted %s", mountpoint)
     return 0

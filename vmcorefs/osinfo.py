@@ -165,7 +165,8 @@ async def _read(read: ReadFn, address: int, length: int) -> bytes | None:
         return None
 
 
-async def find_vmcoreinfo_note(read: ReadFn, ptr: int, contains: Callable[[int, int], bool]) -> tuple[bytes | None, str]:
+async def find_vmcoreinfo_note(read: ReadFn, ptr: int,
+                               contains: Callable[[int, int], bool]) -> tuple[bytes | None, str]:
     """
     Return the VMCOREINFO text of the ELF note at *ptr* (what lowcore 0xE0C
     points to) and a note on what was found, like the kernel's

@@ -179,6 +179,16 @@ def drgn_report(vmcore: Path) -> dict:
     return json.loads(res.stdout)
 
 
+@pytest.fixture
+def mnt(tmp_path):
+    """A mount point, left unmounted whatever the test did (a failed test leaves no daemon)."""
+    path = tmp_path / "mnt"
+    path.mkdir()
+    yield path
+    if os.path.ismount(path):
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
+
+
 def guest_or_fail(name: str, **kw) -> RunningGuest:
     require_guest()
     require_fuse()
@@ -191,11 +201,9 @@ def guest_or_fail(name: str, **kw) -> RunningGuest:
 # --- a guest that crashes into kdump --------------------------------------------------
 
 @pytest.mark.guest
-def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path):
+def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path, mnt):
     """One boot: the running guest (stopped for the mount, resumed by another client, a daemon
     killed, live), then its capture kernel after the crash, then QEMU gone."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     with guest_or_fail("qmp-kdump", smp=2, memory_mib=256, crashkernel_mib=96) as g:
         g.wait_for("VMCOREFS-PRECRASH-READY")
         assert g.status() == "running"
@@ -284,11 +292,9 @@ def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path):
 
 
 @pytest.mark.guest
-def test_panicked_guest_without_kdump(tmp_path):
+def test_panicked_guest_without_kdump(tmp_path, mnt):
     """No crashkernel: sysrq-c panics the kernel, QEMU pauses it (guest-panicked): the stand-alone
     view with QEMU's CPU states; memory and registers = QEMU's dump; it stays stopped."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     with guest_or_fail("qmp-panic", smp=2, memory_mib=128, crashkernel_mib=0) as g:
         g.wait_for("VMCOREFS-PRECRASH-READY")
         g.go()
@@ -341,10 +347,8 @@ class FakeServer:
         self.sock.close()
 
 
-def test_bad_sockets(tmp_path):
+def test_bad_sockets(tmp_path, mnt):
     require_fuse()
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     sockdir = Path(tempfile.mkdtemp(prefix="vmcorefs-qmp-"))
     try:
         one_line_error(mount_bg(f"qmp:{sockdir}/none.sock", mnt), "no such socket", "-qmp unix:")
@@ -371,13 +375,11 @@ def test_bad_sockets(tmp_path):
     (["-object", "memory-backend-file,id=m0,size=64M,mem-path={ram},share=on", "-machine", "memory-backend=m0"],
      ["RAM file", "No such file"]),
 ], ids=["anonymous", "memfd", "not-shared", "file-gone"])
-def test_guest_ram_vmcorefs_cannot_read(tmp_path, memory, words):
+def test_guest_ram_vmcorefs_cannot_read(tmp_path, mnt, memory, words):
     """QEMU started, the guest never run (-S): what vmcorefs refuses, the monitor free afterwards."""
     require_fuse()
     if tools_missing() and QEMU in tools_missing():
         pytest.skip(tools_missing())
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
     sockdir = Path(tempfile.mkdtemp(prefix="vmcorefs-qmp-"))
     ram = Path(tempfile.mkdtemp(prefix="vmcorefs-ram-", dir="/dev/shm")) / "guest.ram"
     cmd = [QEMU, "-machine", "s390-ccw-virtio", "-accel", "tcg", "-S", "-nographic", "-nodefaults", "-m", "64",

@@ -119,12 +119,17 @@ class Guest:
         if self.gone is not None:
             raise MemoryReadError(0, f"{self.name}: {self.gone}")
 
-    def state_text(self) -> str:
-        """What vmcorefs does to the guest, for info and /meminfo."""
+    def gone_now(self) -> str | None:
+        """Why reads fail (after a look at what QEMU said meanwhile), or None."""
         try:
-            self.check()  # tells a resume or QEMU's exit that no read saw yet
+            self.check()
         except MemoryReadError:
             pass
+        return self.gone
+
+    def state_text(self) -> str:
+        """What vmcorefs does to the guest, for info and /meminfo."""
+        self.gone_now()  # tells a resume or QEMU's exit that no read saw yet
         cpus = ", ".join(self.cpu_states)
         if self.live:
             text = (f"LIVE: the guest runs on (QEMU status {self.status}); every file is read from its changing "

@@ -229,7 +229,7 @@ def unmount(mountpoint: str, lazy: bool = False) -> int:
               file=sys.stderr)
         return 1
     from .sources.qemu import finish_unmount
-    note = finish_unmount(mountpoint)  # a running guest's daemon resumes it; if it died, here
+    note = finish_unmount(mountpoint, wait=0 if lazy else 15)  # a guest's daemon resumes it; if it died, here
     if note:
         print(f"vmcorefs: {note}", file=sys.stderr)
     return 0

@@ -306,7 +306,8 @@ def finish_unmount(mountpoint: str, wait: float = 15.0) -> str | None:
     """
     After *mountpoint* was unmounted: let its daemon resume the guest it
     stopped (wait for it to exit), or resume it here if the daemon is gone.
-    Return a line to tell the user, or None.
+    Return a line to tell the user, or None. *wait* 0 (a lazy unmount):
+    a daemon still serving open files is left to do it.
     """
     path = state_path(mountpoint)
     try:
@@ -322,6 +323,8 @@ def finish_unmount(mountpoint: str, wait: float = 15.0) -> str | None:
     if not os.path.exists(path):
         return None
     if _alive(state.get("pid")):
+        if not wait:  # a lazy unmount: the daemon resumes the guest once the last file is closed
+            return None
         return f"the daemon (pid {state['pid']}) did not finish within {wait:.0f} s; the guest may stay stopped"
     try:
         os.unlink(path)

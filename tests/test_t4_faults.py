@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import signal
-import struct
 import time
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import Mount, require_fuse, run_vmcorefs
+from conftest import Mount, require_fuse
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def faulty_machine(tmp_path):
-    rng = random.Random(9)
-    image = bytearray(rng.randbytes(40 * MIB))
-    (tmp_path / "mem.raw").write_bytes(image)
-    sa = bytearray(512)
-    struct.pack_into(">I", sa, 0x118, 0x20000)
-    (tmp_path / "cpu.bin").write_bytes(bytes(sa))
-    run_vmcorefs("emulate", tmp_path / "mem.raw", "-o", tmp_path / "m.toml", "--save-areas", tmp_path / "cpu.bin",
-                 "--hsa-size", "32M")
-    text = (tmp_path / "m.toml").read_text()
-    # no HSA page cache here: every read must really go to the (faulty) SCLP
-    text = text.replace("[hsa]\n", '[hsa]\nfaults_file = "faults.toml"\nreader_timeout_ms = 100\n'
-                                   'reader_busy_delay_us = 0\nreader_cache_pages = 0\n')
-    (tmp_path / "m.toml").write_text(text)
-    old = bytearray(image)
-    old[0x1200:0x1400] = sa
-    return tmp_path, bytes(old)
 
 
 def load_offset(path) -> int:

@@ -56,6 +56,8 @@ class Operations(pyfuse3.Operations):
     :param gid: group of every file
     :param file_mode: permission bits of files (0o400: the owner only)
     :param dir_mode: permission bits of directories (0o500)
+    :param xattrs: extended attributes every file and directory has,
+        hidden (not listed): what the daemon tells ``vmcorefs save``
     :param check: called before every read of a file other than a live text
         (/meminfo/summary); raises MemoryReadError once the source's memory
         can no longer be trusted (a running guest resumed, QEMU gone)
@@ -67,8 +69,9 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
-                 check: Callable[[], None] | None = None) -> None:
+                 xattrs: dict[bytes, bytes] | None = None, check: Callable[[], None] | None = None) -> None:
         super().__init__()
+        self.xattrs = dict(xattrs or {})
         self.check = check
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
@@ -216,6 +219,11 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         if f.write is None:
             raise pyfuse3.FUSEError(errno.EROFS)
+        if off != 0:
+            # a file that takes writes takes them whole, at its start: as
+            # zcore_hsa_write(), which answers EPIPE for any other position
+            log.error("write to %s at offset %#x refused: only a write at offset 0 counts", f.name, off)
+            raise pyfuse3.FUSEError(errno.EPIPE)
         try:
             await f.write(bytes(buf))
         except VmcorefsError as exc:
@@ -268,6 +276,17 @@ class Operations(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def getxattr(self, inode, name, ctx):
+        self._node(inode)
+        value = self.xattrs.get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
+
+    async def listxattr(self, inode, ctx):
+        self._node(inode)
+        return []  # hidden: for vmcorefs save, not for cp -a or tar
 
     async def setxattr(self, inode, name, value, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)

@@ -20,6 +20,7 @@ import struct
 from typing import Any
 
 __all__ = (
+    "DEFAULT_HSA_SIZE",
     "DF_S390_ARCH_64",
     "DF_S390_CPU_MAX",
     "DF_S390_EM",
@@ -77,6 +78,7 @@ __all__ = (
 )
 
 PAGE_SIZE = 4096
+DEFAULT_HSA_SIZE = 32 << 20  # the HSA of a zfcpdump machine (what vmcorefs emulates unless told otherwise)
 
 
 def page_align(value: int) -> int:

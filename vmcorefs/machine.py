@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
 KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a capture kernel's /proc/vmcore
+# where memory must end: /vmcore and /zcore/mem are files of (a little more
+# than) that size, and a file's size and offsets are signed 64-bit numbers
+MAX_MEMORY_END = 1 << 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +91,8 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
     """
     starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
     if ranges and not any(map((PAGE_SIZE - 1).__and__, itertools.chain(starts, ends))) \
-            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])):
+            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])) \
+            and ends[-1] <= MAX_MEMORY_END:
         return list(ranges)  # sorted, aligned, not empty, none touching: as they are (linear, mostly in C)
     out: list[tuple[int, int]] = []
     for start, end in ranges:
@@ -96,6 +100,9 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
             raise InputError(f"{what} range {start:#x}-{end:#x} is not page aligned")
         if end <= start:
             raise InputError(f"{what} range {start:#x}-{end:#x} is empty")
+        if end > MAX_MEMORY_END:
+            raise InputError(f"{what} range {start:#x}-{end:#x} ends beyond {MAX_MEMORY_END:#x} (4 EiB): "
+                             "more than a dump file can hold (file offsets are signed 64-bit)")
         if out and start < out[-1][1]:
             raise InputError(f"{what} ranges are unsorted or overlap at {start:#x}")
         if out and start == out[-1][1]:

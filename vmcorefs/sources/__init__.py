@@ -120,15 +120,22 @@ KINDS: list[SourceKind] = [
 
 
 def _read_head(source: str) -> bytes:
-    if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
-    if os.path.isdir(source):
+    """The first bytes of the file *source*: never blocking, never of a FIFO or device but a disk."""
+    import stat
+
+    from ..files import describe_mode, open_input, stat_input
+    st = stat_input(source, "")
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{source} is a directory, not a machine description or dump")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise InputError(f"{source} is {describe_mode(st.st_mode)}, not a machine description or dump file")
+    fd = open_input(source, "source", block_ok=True)
     try:
-        with open(source, "rb") as f:
-            return f.read(HEAD_SIZE)
+        return os.pread(fd, HEAD_SIZE, 0)
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def find_kind(source: str) -> SourceKind:

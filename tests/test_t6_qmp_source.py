@@ -373,7 +373,7 @@ def test_bad_sockets(tmp_path, mnt):
     (["-object", "memory-backend-file,id=m0,size=64M,mem-path={ram},share=off", "-machine", "memory-backend=m0"],
      ["not shared", "share=on"]),
     (["-object", "memory-backend-file,id=m0,size=64M,mem-path={ram},share=on", "-machine", "memory-backend=m0"],
-     ["RAM file", "No such file"]),
+     ["RAM file", "no such file"]),
 ], ids=["anonymous", "memfd", "not-shared", "file-gone"])
 def test_guest_ram_vmcorefs_cannot_read(tmp_path, mnt, memory, words):
     """QEMU started, the guest never run (-S): what vmcorefs refuses, the monitor free afterwards."""

@@ -20,11 +20,13 @@ import logging
 import os
 import stat
 import time
+from typing import Callable
 
 import pyfuse3
 import trio
 
 from .errors import InputError, MemoryReadError, VmcorefsError
+from .views.extents import LiveText
 from .views.tree import Directory, File
 
 __all__ = ("Operations", "close", "serve", "start", "terminate")
@@ -56,6 +58,9 @@ class Operations(pyfuse3.Operations):
     :param dir_mode: permission bits of directories (0o500)
     :param xattrs: extended attributes every file and directory has,
         hidden (not listed): what the daemon tells ``vmcorefs save``
+    :param check: called before every read of a file other than a live text
+        (/meminfo/summary); raises MemoryReadError once the source's memory
+        can no longer be trusted (a running guest resumed, QEMU gone)
     """
 
     supports_dot_lookup = True
@@ -64,9 +69,10 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
-                 xattrs: dict[bytes, bytes] | None = None) -> None:
+                 xattrs: dict[bytes, bytes] | None = None, check: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.xattrs = dict(xattrs or {})
+        self.check = check
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.file_mode = file_mode
@@ -194,6 +200,8 @@ class Operations(pyfuse3.Operations):
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         try:
+            if self.check is not None and not isinstance(f.content, LiveText):
+                self.check()
             return await f.content.read(off, size)
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)

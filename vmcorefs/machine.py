@@ -216,6 +216,7 @@ class Machine:
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
         self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
+        self.guest = None  # a running QEMU guest the memory is read from (sources.qemu.Guest), set by its source
 
     @property
     def memory_end(self) -> int:

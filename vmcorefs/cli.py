@@ -156,6 +156,9 @@ def cmd_check(args) -> int:
     if dump.mode == "kdump":
         print(f"decision: kdump ({dump.why})")
         return 0
+    if dump.machine.is_live:
+        print(f"decision: live system, dumped as it is ({dump.why})")
+        return 1
     print(f"decision: stand-alone dump ({dump.why})")
     return 1
 

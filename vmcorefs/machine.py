@@ -42,13 +42,14 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "KIND_KERNEL_VMCORE", "Machine", "OldMemory", "merge_ranges",
+__all__ = ("Cpu", "ENVIRONMENTS", "KIND_KERNEL_VMCORE", "KIND_LIVE", "Machine", "OldMemory", "merge_ranges",
            "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
 KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a capture kernel's /proc/vmcore
+KIND_LIVE = "live system (/dev/mem)"  # Machine.kind of a running system's memory (sources.devmem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +220,11 @@ class Machine:
     def is_kdump_vmcore(self) -> bool:
         """Whether the source is a capture kernel's /proc/vmcore (the crashkernel left out of it)."""
         return self.kind == KIND_KERNEL_VMCORE
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the source is a running system's memory (/dev/mem): nothing crashed, no CPU status."""
+        return self.kind == KIND_LIVE
 
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""

@@ -9,8 +9,9 @@ be (like ratarmount's backends or zgetdump's dfi list): each
 :class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
 ``check`` all open their SOURCE with :func:`open_source`.
 
-Kinds named by a prefix (``demo``, later ``qmp:PATH``) are matched on the
-SOURCE text; files by their first bytes, in registry order, the machine
+Kinds named by a prefix (``demo``, later ``qmp:PATH``) or a name
+(``/dev/mem``, :mod:`.devmem`: a live system) are matched on the SOURCE
+text; files by their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
 :mod:`.elfnotes` (CPU states from notes), :mod:`.raw` (raw memory images);
@@ -56,6 +57,16 @@ def _demo(source: str) -> Machine:
     return demo_machine()
 
 
+def _devmem(source: str) -> Machine:
+    from .devmem import open_devmem
+    return open_devmem(source)
+
+
+def _is_devmem(source: str) -> bool:
+    from .devmem import is_devmem
+    return is_devmem(source)
+
+
 def _s390dump(source: str) -> Machine:
     from .s390dump import open_s390_dump
     return open_s390_dump(source)
@@ -92,6 +103,7 @@ def _is_text(head: bytes) -> bool:
 
 KINDS: list[SourceKind] = [
     SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
+    SourceKind("live system", "/dev/mem of a running s390x system", _devmem, matches_name=_is_devmem),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
     SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
     SourceKind("raw memory image", "a raw s390x memory image (z/Architecture lowcore: byte 0xA3 = 1)", _raw,

@@ -143,7 +143,7 @@ def test_info_check_save_of_a_live_system(image, tmp_path):
     ("not-s390x", "a live system can be dumped only on s390x itself, this machine is x86_64"),
     ("no-iomem", "cannot read /nonexistent/iomem (the memory map of the live system)"),
     ("iomem-hidden", "shows no addresses (all 0: run as root)"),
-    ("unreadable", "is not readable: the kernel refuses the page"),
+    ("unreadable", "is not readable: page 0x0: the kernel refuses the page"),
 ])
 def test_live_source_errors_are_one_line(case, expect, image, tmp_path):
     iomem, machine, efault = IOMEM, "s390x", ()

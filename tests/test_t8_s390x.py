@@ -82,7 +82,8 @@ def userland():
 
 
 def pytest_trio_dir(tmp_dir: Path) -> Path:
-    """A directory holding pytest-trio (pure Python; not packaged by Debian 12), copied from this venv."""
+    """A directory holding pytest-trio (pure Python; not packaged by Debian 12), copied from this venv
+    (loaded with -p pytest_trio.plugin: the copy has no entry point)."""
     import pytest_trio
     src = Path(pytest_trio.__file__).parent
     shutil.copytree(src, tmp_dir / "pytest_trio")
@@ -101,7 +102,7 @@ def test_the_no_fuse_tests_pass_on_big_endian_python(userland, tmp_path):
     site = pytest_trio_dir(tmp_path)
     env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}:{REPO / 'tests'}", VMCOREFS_MAX_EXAMPLES="12",
                PYTHONDONTWRITEBYTECODE="1")
-    res = subprocess.run(s390x_python(root) + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hypothesis_cap",
+    res = subprocess.run(s390x_python(root) + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hypothesis_cap", "-p", "pytest_trio.plugin",
                                                "-o", "addopts=", *BE_TESTS],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]

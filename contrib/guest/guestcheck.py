@@ -10,6 +10,7 @@ vmcorefs code it checks.
     guestcheck.py peek VMCORE ADDR:LEN...           hex of memory at physical ADDR (via the PT_LOADs)
     guestcheck.py pinned VMCORE [PAGES]             fill and mlock a buffer, read it back through VMCORE
     guestcheck.py page VMCORE ADDR                  read one page at physical ADDR and its neighbours: ok/errno
+    guestcheck.py disks [root|dump|live]            which /dev/vdX is which disk
 """
 
 from __future__ import annotations
@@ -127,6 +128,23 @@ def main(argv: list[str]) -> None:
         opts = dict(zip(argv[2::2], argv[3::2]))
         zero = tuple(int(x, 0) for x in opts["--zero-at"].split(":")) if "--zero-at" in opts else None
         res = hash_file(argv[1], zero, int(opts["--limit"], 0) if "--limit" in opts else None)
+    elif cmd == "disks":
+        # which /dev/vdX is which: the root (MBR signature "vmcf"), the dump disk (ext4), the live disk (the rest)
+        res = {}
+        for name in sorted(os.listdir("/sys/block")):
+            if not name.startswith("vd"):
+                continue
+            with open(f"/dev/{name}", "rb") as f:
+                head = f.read(2048)
+            if head[440:444] == b"fcmv" and head[510:512] == b"\x55\xaa":
+                res["root"] = f"/dev/{name}"
+            elif head[1080:1082] == b"\x53\xef":
+                res["dump"] = f"/dev/{name}"
+            else:
+                res["live"] = f"/dev/{name}"
+        if len(argv) > 1:
+            print(res[argv[1]])
+            return
     elif cmd == "speed":
         import zlib
         data = bytes(16 << 20)

@@ -20,9 +20,12 @@ contrib/vmcorefs-dump.sh onto a virtio disk) or ``all`` (both, one boot).
 - This checkout: the vmcorefs package, contrib/vmcorefs-dump.sh,
   guestcheck.py and scenario.sh are copied into DIR/share, the guest's 9p
   share (/mnt/share; results in DIR/share/out).
-- Disks: /dev/vdb = DIR/live.img (raw, sparse; the live system's /vmcore is
-  saved onto it), /dev/vdc = DIR/dump.ext4 (label DUMP, the dump step's
-  target; its /dumps is copied out to DIR/dumps with debugfs afterwards).
+- Disks: the root (the squashfs in partition 1 of an MBR disk, found by
+  PARTUUID), DIR/live.img (raw, sparse; the live system's /vmcore is saved
+  onto it), DIR/dump.ext4 (label DUMP, the dump step's target; its /dumps
+  is copied out to DIR/dumps with debugfs afterwards). virtio-ccw disks get
+  their names in no fixed order: the guest tells them by their content
+  (guestcheck.py disks).
 - Time limits: each console marker must come within --step-timeout seconds
   of the previous one, the whole run within --timeout; a hang fails in
   minutes, QEMU is killed.
@@ -70,6 +73,41 @@ def userland(timeout: float = 900) -> tuple[Path, Path]:
     return image, USERLAND / "root"
 
 
+DISK_SIGNATURE = 0x766D6366  # "vmcf": the root disk's MBR signature, root=PARTUUID=766d6366-01
+ROOT_START = 1 << 20  # the squashfs starts 1 MiB into the root disk, in partition 1
+
+
+def root_disk(image: Path) -> Path:
+    """
+    The squashfs in partition 1 of an MBR disk (cached beside it): the
+    kernel finds its root by PARTUUID, because virtio-ccw disks are probed
+    in no fixed order (/dev/vda is not always the first -drive).
+    """
+    disk = image.with_suffix(".mbr")
+    st = image.stat()
+    stamp = f"{st.st_size} {st.st_mtime_ns}"
+    if disk.exists() and Path(str(disk) + ".inputs").exists() and Path(str(disk) + ".inputs").read_text() == stamp:
+        return disk
+    size = -(-st.st_size // 512) * 512
+    mbr = bytearray(512)
+    mbr[440:444] = DISK_SIGNATURE.to_bytes(4, "little")
+    mbr[446:462] = bytes([0, 0, 2, 0, 0x83, 0xFE, 0xFF, 0xFF]) + (ROOT_START // 512).to_bytes(4, "little") \
+        + (size // 512).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    tmp = Path(str(disk) + ".tmp")
+    with open(tmp, "wb") as f, open(image, "rb") as src:
+        f.write(mbr)
+        f.seek(ROOT_START)
+        shutil.copyfileobj(src, f, 1 << 20)
+        f.truncate(ROOT_START + size)
+    os.replace(tmp, disk)
+    Path(str(disk) + ".inputs").write_text(stamp)
+    return disk
+
+
+ROOT_ARGS = f"root=PARTUUID={DISK_SIGNATURE:08x}-01 rootfstype=squashfs ro init=/sbin/vmcorefs-init"
+
+
 def stage(out: Path, scenario: str, peek: list[str], efault: int) -> Path:
     share = out / "share"
     if share.exists():
@@ -82,7 +120,8 @@ def stage(out: Path, scenario: str, peek: list[str], efault: int) -> Path:
     for f in ("guestcheck.py", "scenario.sh"):
         shutil.copy(HERE / f, share / f)
     shutil.copy(GUEST / "bzImage", share / "bzImage")
-    (share / "config.sh").write_text(f"SCENARIO={scenario}\nPEEK='{' '.join(peek)}'\nEFAULT={efault:#x}\n")
+    (share / "config.sh").write_text(f"SCENARIO={scenario}\nPEEK='{' '.join(peek)}'\nEFAULT={efault:#x}\n"
+                                     f"ROOT_ARGS='{ROOT_ARGS}'\n")
     return share
 
 
@@ -100,8 +139,7 @@ def make_disks(out: Path, mem_mib: int) -> tuple[Path, Path]:
 
 def boot(out: Path, share: Path, image: Path, live: Path, dump: Path, *, mem_mib: int, smp: int,
          crashkernel: str, end: str, timeout: float, step_timeout: float) -> dict:
-    append = ("console=ttysclp0 root=/dev/vda rootfstype=squashfs ro init=/sbin/vmcorefs-init "
-              f"crashkernel={crashkernel} panic=0 vmcorefs_run=/mnt/share/scenario.sh")
+    append = f"console=ttysclp0 {ROOT_ARGS} crashkernel={crashkernel} panic=0 vmcorefs_run=/mnt/share/scenario.sh"
     cmd = ["qemu-system-s390x", "-machine", "s390-ccw-virtio", "-cpu", "max", "-smp", str(smp),
            "-m", str(mem_mib), "-nographic", "-no-reboot", "-kernel", str(GUEST / "bzImage"), "-append", append,
            "-drive", f"file={image},if=none,id=root,format=raw,readonly=on", "-device", "virtio-blk-ccw,drive=root",
@@ -179,6 +217,7 @@ def run(name: str, out: Path, *, peek: list[str] = (), efault: int = 0x2345000, 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     image, _root = userland()
+    image = root_disk(image)
     t_userland = time.monotonic() - t0
     share = stage(out, name, list(peek), efault)
     live, dump = make_disks(out, mem_mib)

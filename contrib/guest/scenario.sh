@@ -5,7 +5,7 @@
 # kernel and, after the crash, in the kdump capture kernel. The host staged
 # in /mnt/share: src/ (this checkout's vmcorefs package and
 # contrib/vmcorefs-dump.sh), guestcheck.py, bzImage, config.sh (SCENARIO,
-# PEEK, EFAULT). Every step writes out/NAME.out, out/NAME.err and a line
+# PEEK, EFAULT, ROOT_ARGS). Every step writes out/NAME.out, out/NAME.err and a line
 # "NAME rc=N start=UPTIME end=UPTIME" to out/steps.txt, and prints
 # "VMCOREFS-T8 step NAME rc=N" on the console (the host's watchdog).
 #
@@ -47,7 +47,7 @@ if [ -e /proc/vmcore ]; then
     step cap-summary cat $M/k/meminfo/summary
     step cap-vmcore $G hash $M/k/vmcore
     step cap-umount fusermount3 -u $M/k
-    step cap-dump env VMCOREFS=/run/bin/vmcorefs VMCOREFS_DUMP_SOURCE=/proc/vmcore VMCOREFS_DUMP_TARGET=/dev/vdc \
+    step cap-dump env VMCOREFS=/run/bin/vmcorefs VMCOREFS_DUMP_SOURCE=/proc/vmcore VMCOREFS_DUMP_TARGET=$($G disks dump) \
         VMCOREFS_DUMP_DIR=/dumps VMCOREFS_DUMP_ACTION=none sh $S/src/contrib/vmcorefs-dump.sh
     mark "capture-done"
     exit 0
@@ -75,7 +75,7 @@ if [ "$SCENARIO" != kdump ]; then
     step live-pinned $G pinned $M/live/vmcore 16
     step live-umount fusermount3 -u $M/live
     # the whole live /vmcore, built in the process (no FUSE), for crash on the host
-    step live-save $V save /dev/mem /dev/vdb --force -q
+    step live-save $V save /dev/mem "$($G disks live)" --force -q
     # a page the kernel refuses (the test seam injects EFAULT: this kernel has no CMM)
     VMCOREFS_DEVMEM_TEST="efault=$EFAULT" step live-efault-mount $V mount /dev/mem $M/live2
     step live-efault $G page $M/live2/vmcore "$EFAULT"
@@ -85,7 +85,7 @@ if [ "$SCENARIO" != kdump ]; then
 fi
 mark "first-kernel-done"
 if [ "$SCENARIO" != live ]; then
-    kexec -s -p $S/bzImage --append="console=ttysclp0 root=/dev/vda rootfstype=squashfs ro init=/sbin/vmcorefs-init nr_cpus=1 panic=0 vmcorefs_run=/mnt/share/scenario.sh"
+    kexec -s -p $S/bzImage --append="console=ttysclp0 $ROOT_ARGS nr_cpus=1 panic=0 vmcorefs_run=/mnt/share/scenario.sh"
     mark "kexec rc=$? loaded=$(cat /sys/kernel/kexec_crash_loaded)"
     sync
     mark "crashing"

@@ -172,3 +172,11 @@ def test_dev_mem_on_this_host_is_a_one_line_error_not_einval():
     assert "Errno" not in res.stderr and "internal error" not in res.stderr
     if os.uname().machine != "s390x":
         assert "only on s390x" in res.stderr
+
+
+def test_proc_vmcore_outside_a_capture_kernel_is_a_one_line_error():
+    if os.path.exists("/proc/vmcore"):
+        pytest.skip("this is a kdump capture kernel")
+    res = run_vmcorefs("check", "/proc/vmcore", check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "vmcorefs: /proc/vmcore: no such file (only a kdump capture kernel has it)"

@@ -38,7 +38,7 @@ from conftest import FIXTURES, REPO, SHARED, run_vmcorefs, sha256_file, unpack_f
 
 GUEST = Path(os.environ.get("VMCOREFS_GUEST_DIR", SHARED / "guest"))
 SYSROOT = Path(os.environ.get("VMCOREFS_S390X_SYSROOT", "/var/tmp/vmcorefs-s390x-sysroot"))
-EFAULT = 0x2345000  # the page the guest's /dev/mem source is told the kernel refuses
+EFAULT = 0x200000  # the page the guest's /dev/mem mount is told the kernel refuses (kernel text)
 ZCORE_LIMIT = 0x4001000  # the part of the demo's zcore/mem the guest hashes (scenario.sh)
 BE_TESTS = [
     "tests/test_t1_layouts.py", "tests/test_t2_extents.py", "tests/test_t2_mapping_property.py",
@@ -100,10 +100,10 @@ def s390x_python(root: Path) -> list[str]:
 def test_the_no_fuse_tests_pass_on_big_endian_python(userland, tmp_path):
     _image, root = userland
     site = pytest_trio_dir(tmp_path)
-    env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}:{REPO / 'tests'}", VMCOREFS_MAX_EXAMPLES="12",
+    env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}:{REPO / 'tests'}", VMCOREFS_MAX_EXAMPLES="8",
                PYTHONDONTWRITEBYTECODE="1")
-    res = subprocess.run(s390x_python(root) + ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hypothesis_cap", "-p", "pytest_trio.plugin",
-                                               "-o", "addopts=", *BE_TESTS],
+    plugins = ["-p", "no:cacheprovider", "-p", "hypothesis_cap", "-p", "pytest_trio.plugin"]
+    res = subprocess.run(s390x_python(root) + ["-m", "pytest", "-q", *plugins, "-o", "addopts=", *BE_TESTS],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     counts = re.search(r"(\d+) passed", res.stdout)
@@ -268,19 +268,10 @@ def test_live_memory_reads_back_as_vmlinux_and_a_pinned_buffer_have_it(guest):
 
 
 def test_a_page_the_kernel_refuses_is_eio_exactly_there(guest):
-    assert step(guest, "live-efault-mount")["rc"] == 0
+    assert step(guest, "live-mount")["rc"] == 0
     got = json.loads(out_file(guest, "live-efault.out"))
     assert got == {f"{EFAULT - 4096:#x}+0x1000": "ok", f"{EFAULT:#x}+0x1000": "errno 5",
                    f"{EFAULT + 4096:#x}+0x1000": "ok", f"{EFAULT - 4096:#x}+0x3000": "errno 5"}
-
-
-def test_one_line_errors_in_the_guest(guest):
-    assert step(guest, "err-no-iomem")["rc"] != 0
-    err = out_file(guest, "err-no-iomem.err").strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("vmcorefs: /dev/mem: cannot read /nonexistent/iomem"), err
-    assert step(guest, "err-no-vmcore")["rc"] == 2
-    err = out_file(guest, "err-no-vmcore.err").strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("vmcorefs: ") and "/proc/vmcore" in err[0], err
 
 
 def test_crash_reads_the_live_vmcore_saved_in_the_guest(guest, vmlinux, tmp_path):
@@ -304,7 +295,8 @@ def test_crash_reads_the_live_vmcore_saved_in_the_guest(guest, vmlinux, tmp_path
         dst.truncate(size)
     assert live.read_bytes()[:4] == b"\x7fELF"
     script = tmp_path / "cmds"
-    cmds = {"sys": "sys", "ps": "ps", "log": "log", "tasks": "list task_struct.tasks -s task_struct.pid,comm -h init_task"}
+    cmds = {"sys": "sys", "ps": "ps", "log": "log",
+            "tasks": "list task_struct.tasks -s task_struct.pid,comm -h init_task"}
     script.write_text("".join(f"{c} > {tmp_path / name}\n" for name, c in cmds.items()) + "quit\n")
     res = subprocess.run(["qemu-s390x", "-L", str(SYSROOT), str(crash), "-s", "-i", str(script), str(vmlinux),
                           str(live)], capture_output=True, text=True, timeout=900, cwd=tmp_path,
@@ -316,7 +308,7 @@ def test_crash_reads_the_live_vmcore_saved_in_the_guest(guest, vmlinux, tmp_path
     # ps: the active tasks (crash 8.0.2 lists only those for this kernel, see
     # tests/test_t6_consumers.py): vmcorefs save itself, reading /dev/mem
     ps = (tmp_path / "ps").read_text()
-    assert re.search(r"^>\s+\d+\s+\d+\s+\d+\s+\S+\s+RU\s.*python3$", ps, re.M), ps
+    assert re.search(r"^>\s+\d+\s+-?\d+\s+\d+\s+\S+\s+RU\s.*python3$", ps, re.M), ps
     # every task: init (pid 1) and the save
     tasks = (tmp_path / "tasks").read_text()
     assert re.search(r"pid = 1,\s+comm = \"vmcorefs-init", tasks) and 'comm = "python3' in tasks, tasks

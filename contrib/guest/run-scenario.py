@@ -117,6 +117,10 @@ def stage(out: Path, scenario: str, peek: list[str], efault: int) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (share / "src" / "contrib").mkdir()
     shutil.copy(REPO / "contrib" / "vmcorefs-dump.sh", share / "src" / "contrib")
+    # byte-compiled here (Python 3.11 as in the guest; TCG compiles slowly)
+    if sys.version_info[:2] == (3, 11):
+        import compileall
+        compileall.compile_dir(share / "src" / "vmcorefs", quiet=1)
     for f in ("guestcheck.py", "scenario.sh"):
         shutil.copy(HERE / f, share / f)
     shutil.copy(GUEST / "bzImage", share / "bzImage")
@@ -202,14 +206,14 @@ def steps(share: Path) -> dict:
     return out
 
 
-def extract_dumps(dump: Path, dest: Path) -> None:
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir()
-    subprocess.run(["debugfs", "-R", f"rdump /dumps {dest}", str(dump)], capture_output=True, timeout=300)
+def extract_dumps(dump: Path, out: Path) -> None:
+    """Copy /dumps of the dump disk to OUT/dumps."""
+    if (out / "dumps").exists():
+        shutil.rmtree(out / "dumps")
+    subprocess.run(["debugfs", "-R", f"rdump /dumps {out}", str(dump)], capture_output=True, timeout=300)
 
 
-def run(name: str, out: Path, *, peek: list[str] = (), efault: int = 0x2345000, mem_mib: int = 512, smp: int = 2,
+def run(name: str, out: Path, *, peek: list[str] = (), efault: int = 0x200000, mem_mib: int = 512, smp: int = 2,
         crashkernel: str = "160M", timeout: float = 900, step_timeout: float = 240) -> dict:
     """Run scenario *name* with its files in *out*; return DIR/result.json's content."""
     if name not in SCENARIOS:
@@ -226,7 +230,7 @@ def run(name: str, out: Path, *, peek: list[str] = (), efault: int = 0x2345000, 
     result["userland_seconds"] = round(t_userland, 2)
     result["steps"] = steps(share)
     if name != "live":
-        extract_dumps(dump, out / "dumps")
+        extract_dumps(dump, out)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -236,7 +240,8 @@ def main() -> int:
     ap.add_argument("name", choices=SCENARIOS)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--peek", nargs="*", default=[], help="ADDR:LEN of live memory to read back")
-    ap.add_argument("--efault", type=lambda s: int(s, 0), default=0x2345000)
+    ap.add_argument("--efault", type=lambda s: int(s, 0), default=0x200000,
+                    help="the page the /dev/mem source is told the kernel refuses (default: kernel text)")
     ap.add_argument("--mem-mib", type=int, default=512)
     ap.add_argument("--timeout", type=float, default=900)
     a = ap.parse_args()

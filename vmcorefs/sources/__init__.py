@@ -114,7 +114,8 @@ KINDS: list[SourceKind] = [
 
 def _read_head(source: str) -> bytes:
     if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
+        hint = " (only a kdump capture kernel has it)" if source == "/proc/vmcore" else ""
+        raise InputError(f"{source}: no such file{hint}")
     if os.path.isdir(source):
         raise InputError(f"{source} is a directory, not a machine description or dump")
     try:

@@ -141,6 +141,30 @@ def test_every_file_has_the_same_bytes_on_big_endian_python(userland):
     assert there["digests"][precrash]["cpus"] == 0
 
 
+def test_save_without_fuse_writes_the_same_file_on_big_endian_python(userland, tmp_path):
+    """``vmcorefs save`` of a raw image (its /vmcore built in the process, threads, sparse output, .sha256)."""
+    import random
+    _image, root = userland
+    rng = random.Random(15)
+    image = bytearray(rng.randbytes(8 << 20))
+    image[0xA3] = 1  # z/Architecture lowcore
+    image[0xE0C:0xE20] = bytes(0x14)  # no VMCOREINFO, no os_info
+    image[0x10418:0x10428] = bytes(16)  # no capture kernel (OLDMEM_BASE/SIZE)
+    image[0x200000:0x300000] = bytes(1 << 20)  # zero pages: holes in OUT
+    (tmp_path / "mem.raw").write_bytes(bytes(image))
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    outs = {}
+    for name, python in (("here", [sys.executable]), ("s390x", s390x_python(root))):
+        out = tmp_path / f"{name}.elf"
+        res = subprocess.run(python + ["-m", "vmcorefs", "save", str(tmp_path / "mem.raw"), str(out), "-q",
+                                       "--sha256-file"], env=env, cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, res.stderr
+        outs[name] = (res.stdout.split()[0], sha256_file(out), (tmp_path / f"{name}.elf.sha256").read_text())
+    assert outs["s390x"][0] == outs["s390x"][1] == outs["here"][1] == outs["here"][0]
+    assert outs["s390x"][2].replace("s390x.elf", "here.elf") == outs["here"][2]
+
+
 # --- in the s390x guest --------------------------------------------------------
 
 @pytest.fixture(scope="module")

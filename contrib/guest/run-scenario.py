@@ -214,7 +214,7 @@ def extract_dumps(dump: Path, out: Path) -> None:
 
 
 def run(name: str, out: Path, *, peek: list[str] = (), efault: int = 0x200000, mem_mib: int = 512, smp: int = 2,
-        crashkernel: str = "160M", timeout: float = 900, step_timeout: float = 240) -> dict:
+        crashkernel: str = "224M", timeout: float = 900, step_timeout: float = 240) -> dict:
     """Run scenario *name* with its files in *out*; return DIR/result.json's content."""
     if name not in SCENARIOS:
         raise ScenarioError(f"no scenario {name!r}: one of {', '.join(SCENARIOS)}")

@@ -129,7 +129,6 @@ class DevMemStore(Store):
         self.ranges = list(ranges)
         self.size = self.ranges[-1][1]
         self.refused = refused
-        self.refused_seen: set[int] = set()
 
     def _range_end(self, address: int) -> int:
         for start, end in self.ranges:
@@ -156,7 +155,6 @@ class DevMemStore(Store):
                 parts.append(self._pread(pos, n))
             except OSError as exc:
                 page = pos - pos % PAGE_SIZE
-                self.refused_seen.add(page)
                 what = ("the kernel refuses the page (EFAULT: not backed, e.g. given up to CMM)"
                         if exc.errno == errno.EFAULT else exc.strerror)
                 raise MemoryReadError(page, f"{self.name}: page {page:#x}: {what}") from exc

@@ -262,3 +262,19 @@ def small_dump(version: int = 5, magic: int = MAGIC, mem_size: int = 4 * MIB, pr
         lay_save_areas(mem, 0, [(p, pack_save_area(regs(i, p)))])
     lay_save_areas(mem, 0, [(0, pack_save_area(regs(5, 0x3000)))])  # absolute 0x1200
     return hdr + mem
+
+
+def phdrs(path) -> list[dict]:
+    """The program headers of an ELF64 big-endian core, read with struct alone."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        assert head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 2, f"{path}: not an ELF64 big-endian file"
+        phoff, = struct.unpack_from(">Q", head, 32)
+        phentsize, phnum = struct.unpack_from(">HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    out = []
+    for i in range(phnum):
+        p_type, _flags, off, _va, pa, filesz, memsz, _align = struct.unpack_from(">IIQQQQQQ", table, i * phentsize)
+        out.append({"type": p_type, "offset": off, "paddr": pa, "filesz": filesz, "memsz": memsz})
+    return out

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import run_vmcorefs, sha256_file
 from guest import NOVX_OFFLINE, GuestError, guest_kdump, require_guest
-from reference import note_desc, raw_notes
+from reference import note_desc, phdrs, raw_notes
 
 pytestmark = pytest.mark.guest
 
@@ -52,19 +52,6 @@ def guest():
 
 # --- reading the ELF files (struct only, nothing from vmcorefs) ---------------
 
-def phdrs(path) -> list[dict]:
-    with open(path, "rb") as f:
-        head = f.read(64)
-        assert head[:4] == b"\x7fELF" and head[4] == 2 and head[5] == 2, f"{path}: not an ELF64 big-endian file"
-        phoff, = struct.unpack_from(">Q", head, 32)
-        phentsize, phnum = struct.unpack_from(">HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    out = []
-    for i in range(phnum):
-        p_type, _flags, off, _va, pa, filesz, memsz, _align = struct.unpack_from(">IIQQQQQQ", table, i * phentsize)
-        out.append({"type": p_type, "offset": off, "paddr": pa, "filesz": filesz, "memsz": memsz})
-    return out
 
 
 def notes(path) -> list[tuple[bytes, int, bytes]]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (REPO, Mount, describe_kdump_fixture, require_fuse, require_s390x, require_tool, run, run_vmcorefs,
-                      unpack_fixture)
+                      sha256_file, unpack_fixture)
 
 pytestmark = [pytest.mark.fuse, pytest.mark.fixture]
 
@@ -53,7 +53,7 @@ RUNS = {
 # --- the dumps --------------------------------------------------------------------
 
 def _key(mdf: list[str], elf: Path) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256_file()
     h.update(Path(mdf[-1]).read_bytes())
     h.update((elf.parent / (elf.name + ".verified")).read_bytes())
     h.update(json.dumps(RUNS, sort_keys=True).encode())
@@ -193,12 +193,6 @@ def physical(path, paddr: int, n: int) -> bytes | None:
     return None
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def assert_kept_pages_equal(vmcore, original) -> int:
@@ -233,7 +227,7 @@ def test_levels_0_and_1_give_the_kernels_vmcore_back(name, dumps, original, moun
         assert len(ranges) == 3 and all(a < b for a, b in ranges), ranges  # three parts, none empty
         src = dumps / name / "dump.2"
     m = mounts(src)
-    assert sha256(m.path("vmcore")) == sha256(original)
+    assert sha256_file(m.path("vmcore")) == sha256_file(original)
 
 
 @pytest.mark.parametrize("name", ["c31", "l31-flat"])
@@ -350,7 +344,7 @@ def test_snappy_and_zstd_made_here_read_as_libkdumpfile_reads_them(codec, flag, 
 import hashlib, sys, kdumpfile
 k = kdumpfile.kdumpfile(sys.argv[1])
 for a in sys.argv[2:]:
-    print(hashlib.sha256(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(a), 4096)).hexdigest())
+    print(hashlib.sha256_file(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(a), 4096)).hexdigest())
 """
     ld = loads(vmcore)
     addrs = [p + i * PAGE for _, p, s in ld for i in range(0, s // PAGE, 7)]
@@ -358,7 +352,7 @@ for a in sys.argv[2:]:
     if res.returncode and "No module named 'kdumpfile'" in res.stderr:
         pytest.skip("python3-libkdumpfile is missing for /usr/bin/python3")
     assert res.returncode == 0, res.stderr[-2000:]
-    want = [hashlib.sha256(physical(vmcore, a, PAGE)).hexdigest() for a in addrs]
+    want = [hashlib.sha256_file(physical(vmcore, a, PAGE)).hexdigest() for a in addrs]
     assert res.stdout.split() == want
 
 
@@ -537,7 +531,7 @@ def test_flattened_blocks_in_any_order_and_overlapping(dumps, tmp_path):
     a, b = tmp_path / "a.elf", tmp_path / "b.elf"
     run_vmcorefs("save", src, a, "-q", "--no-sha256")
     run_vmcorefs("save", flat, b, "-q", "--no-sha256")
-    assert sha256(a) == sha256(b)
+    assert sha256_file(a) == sha256_file(b)
     cut = tmp_path / "cut.flat"
     cut.write_bytes(stream[:len(stream) // 2])
     res = run_vmcorefs("info", cut, check=False)
@@ -549,4 +543,4 @@ def test_check_save_and_info_take_a_compressed_dump(dumps, original, tmp_path):
     res = run_vmcorefs("check", src, check=False)
     assert res.returncode == 0, res.stdout + res.stderr  # a kdump vmcore: the crashkernel left out
     run_vmcorefs("save", src, tmp_path / "out.elf", "-q", "--no-sha256")
-    assert sha256(tmp_path / "out.elf") == sha256(original)
+    assert sha256_file(tmp_path / "out.elf") == sha256_file(original)

@@ -29,7 +29,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import pytest
 
 from conftest import require_fuse, run_vmcorefs, sha256_file
 from guest import GUEST, QEMU, GuestError, Qmp, RunningGuest, require_guest, tools_missing
-from reference import note_desc, raw_notes
+from reference import note_desc, phdrs, raw_notes
 
 PT_LOAD, PT_NOTE = 1, 4
 NT_PRSTATUS, NT_S390_PREFIX, NT_S390_CTRS, NT_S390_VXRS_LOW, NT_S390_VXRS_HIGH = 1, 0x305, 0x304, 0x309, 0x30a
@@ -50,19 +49,6 @@ PR_REG = 112  # offset of pr_reg (PSW, then the 16 general registers) in s390x's
 
 # --- reading ELF cores (struct only) -------------------------------------------
 
-def phdrs(path) -> list[dict]:
-    with open(path, "rb") as f:
-        head = f.read(64)
-        assert head[:4] == b"\x7fELF", f"{path}: not ELF"
-        phoff, = struct.unpack_from(">Q", head, 32)
-        phentsize, phnum = struct.unpack_from(">HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    out = []
-    for i in range(phnum):
-        p_type, _fl, off, _va, pa, filesz, memsz, _al = struct.unpack_from(">IIQQQQQQ", table, i * phentsize)
-        out.append({"type": p_type, "offset": off, "paddr": pa, "filesz": filesz, "memsz": memsz})
-    return out
 
 
 def cpu_registers(path) -> list[dict]:

@@ -9,24 +9,17 @@ the real kernel produced.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import struct
 
 import pytest
 
-from conftest import FIXTURES, run_vmcorefs, unpack_fixture
+from conftest import FIXTURES, run_vmcorefs, sha256_file, unpack_fixture
 
 ORACLE = "36c0292eafc283b893bc23f46725c3cf9024d98d90eefc676a497ef2e3928ca5"
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sparse_copy(src, dst, offset: int) -> None:
@@ -86,7 +79,7 @@ def test_real_inputs_as_source_give_the_real_vmcore(kind, mounter, tmp_path):
     else:
         source = qemu_core(tmp_path, image)
     m = mounter(source)
-    assert sha256(m.path("vmcore")) == ORACLE
+    assert sha256_file(m.path("vmcore")) == ORACLE
     summary = m.path("meminfo/summary").read_text()
     assert "cpus: 2 (2 dumped)" in summary
     if kind != "kernel-vmcore":  # the capture kernel's memory: kdump with the swap undone
@@ -140,5 +133,5 @@ def test_a_kernels_kdump_vmcore_is_called_what_it_is(fixture, mounter):
     m = mounter(core)
     summary = m.path("meminfo/summary").read_text()
     assert "mode: kdump\n" in summary and "environment: file: kernel vmcore (ELF core)" in summary, summary
-    assert sha256(m.path("vmcore")) == sha256(core)
+    assert sha256_file(m.path("vmcore")) == sha256_file(core)
     m.unmount()

@@ -11,6 +11,22 @@ and only here: a :class:`~vmcorefs.errors.MemoryReadError` is logged with
 its address and answered with ``EIO``; any unexpected exception is logged
 with its traceback and answered with ``EIO`` too, so one bad read never
 stops the daemon.
+
+The kernel's page cache keeps what was read of the files whose content is
+fixed (extent maps): a re-read never reaches the daemon. That is safe
+because a read is answered whole or with ``EIO``, never short: the kernel
+marks the pages of a failed request not up to date and reads them again one
+at a time, so only the unreadable page fails (``fuse_readahead`` /
+``fuse_read_folio`` in ``fs/fuse/file.c``), and a short answer, which the
+kernel takes for the end of the file, never comes. Where the content does
+change, the cached pages are dropped: after an HSA release
+(:meth:`Operations.refresh`) and when the *generation* of the content
+changes (a faults file reloaded, the source image changed), noticed at the
+next open or read that reaches the daemon, or within half a second
+(:meth:`Operations.watch`); an open drops the file's pages before it
+returns, so a file opened after a change never shows what was cached
+before it. Files made at every read (:class:`LiveText`) are read with
+direct I/O.
 """
 
 from __future__ import annotations
@@ -20,11 +36,13 @@ import logging
 import os
 import stat
 import time
+from typing import Callable
 
 import pyfuse3
 import trio
 
 from .errors import InputError, MemoryReadError, VmcorefsError
+from .views.extents import LiveText
 from .views.tree import Directory, File
 
 __all__ = ("Operations", "close", "serve", "start", "terminate")
@@ -54,6 +72,9 @@ class Operations(pyfuse3.Operations):
     :param gid: group of every file
     :param file_mode: permission bits of files (0o400: the owner only)
     :param dir_mode: permission bits of directories (0o500)
+    :param generation: returns a number that changes when the content
+        changed without an HSA release (a faults file reloaded, the source
+        changed); None: it never does
     """
 
     supports_dot_lookup = True
@@ -61,7 +82,8 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
-                 file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None) -> None:
+                 file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
+                 generation: Callable[[], int] | None = None) -> None:
         super().__init__()
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
@@ -72,6 +94,9 @@ class Operations(pyfuse3.Operations):
         self._add(root, pyfuse3.ROOT_INODE)
         self.open_files: dict[int, File] = {}
         self._next_fh = 1
+        self.generation = generation
+        self._generation = generation() if generation is not None else 0
+        self._stale: set[int] = set()  # cached inodes whose pages their next open drops
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -117,17 +142,45 @@ class Operations(pyfuse3.Operations):
                 node.attr.st_blocks = (node.obj.size + 511) // 512
                 (written if node.obj.write is not None else settled).append(inode)
 
-        def invalidate(inodes: list[int]) -> None:
-            for inode in inodes:
-                try:
-                    pyfuse3.invalidate_inode(inode)
-                except OSError:
-                    pass  # the kernel never looked it up
-
         with trio.move_on_after(10):
-            await trio.to_thread.run_sync(invalidate, settled, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_invalidate, settled, abandon_on_cancel=True)
         with trio.move_on_after(0.1):
-            await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_invalidate, written, abandon_on_cancel=True)
+
+    def cached(self, inode: int) -> bool:
+        """Whether the kernel may keep the pages of *inode* (a file whose content is fixed)."""
+        node = self.nodes[inode]
+        return isinstance(node.obj, File) and not isinstance(node.obj.content, LiveText)
+
+    def _check_generation(self) -> bool:
+        """Take a new content generation: every cached file becomes stale; return whether it changed."""
+        if self.generation is None:
+            return False
+        gen = self.generation()
+        if gen == self._generation:
+            return False
+        self._generation = gen
+        self._stale = {inode for inode in self.nodes if self.cached(inode)}
+        log.info("the content changed (content generation %d): dropping the cached pages", gen)
+        return True
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """
+        Look at the content generation every *interval* seconds and drop
+        the cached pages when it changed, for files held open long (an
+        open or a read that reaches the daemon notices it at once).
+        """
+        if self.generation is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            if self._check_generation():
+                await self._drop_stale()
+
+    async def _drop_stale(self) -> None:
+        """Drop the pages of the stale files (from a thread: the kernel waits for pages being read)."""
+        inodes = sorted(self._stale)  # their next opens drop them again, in case this comes late
+        await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
 
     def _node(self, inode: int) -> _Node:
         node = self.nodes.get(inode)
@@ -178,19 +231,28 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.open_files[fh] = node.obj
-        # direct I/O: every read reaches the daemon with the reader's own range,
-        # so an unreadable page fails exactly the reads that need it (a kernel
-        # readahead request spanning it would fail innocent neighbours, and a
-        # short reply would shrink the file), and nothing stale is served from
-        # the page cache after the HSA is released.
-        return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        if not self.cached(inode):  # made at every read: each read comes here
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        # the page cache: answered whole or with EIO (see the module docs); a
+        # file whose content changed since the kernel cached it is opened
+        # with keep_cache off, and the kernel drops its pages before the
+        # open returns
+        self._check_generation()
+        keep = inode not in self._stale
+        self._stale.discard(inode)
+        return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=keep)
 
     async def read(self, fh, off, size):
         f = self.open_files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         try:
-            return await f.content.read(off, size)
+            data = await f.content.read(off, size)
+            if self.generation is not None and self._check_generation():
+                # noticed while reading: the open files' pages go now, not
+                # waited for (the kernel holds this read's pages locked)
+                trio.lowlevel.spawn_system_task(self._drop_stale)
+            return data
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
             raise pyfuse3.FUSEError(errno.EIO) from exc
@@ -265,6 +327,15 @@ class Operations(pyfuse3.Operations):
 
     async def removexattr(self, inode, name, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)
+
+
+def _invalidate(inodes: list[int]) -> None:
+    """Let the kernel forget the attributes and every cached page of *inodes*."""
+    for inode in inodes:
+        try:
+            pyfuse3.invalidate_inode(inode)  # offset 0, length 0: all pages
+        except OSError:
+            pass  # the kernel never looked it up
 
 
 # --------------------------------------------------------------------------

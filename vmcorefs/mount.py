@@ -80,7 +80,7 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         tree = build_tree(dump)
         allow_other = options.get("allow_other", False)
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
-                            dir_mode=0o555 if allow_other else 0o500)
+                            dir_mode=0o555 if allow_other else 0o500, generation=machine.generation)
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
     except VmcorefsError as exc:
         if machine is not None:
@@ -105,6 +105,7 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                         fs.terminate()
                         return
             nursery.start_soon(stop_on_signal)
+            nursery.start_soon(ops.watch)
             await fs.serve()
             nursery.cancel_scope.cancel()
     finally:

@@ -160,6 +160,7 @@ class SdiasDevice:
         self.faults = list(faults or [])
         self.faults_file = faults_file
         self._faults_mtime: float | None = None
+        self.faults_generation = 0  # how often the faults file changed
         self.inflight = 0
         self.peak_inflight = 0
         self.released = False
@@ -189,12 +190,18 @@ class SdiasDevice:
         except OSError:
             mtime = None
         if mtime != self._faults_mtime:
+            self.faults_generation += 1
             self._faults_mtime = mtime
             try:
                 self.faults = load_fault_rules(self.faults_file) if mtime is not None else []
             except InputError as exc:
                 log.error("%s; keeping the previous fault rules", exc)
             log.info("SCLP fault rules now: %s", self.faults)
+
+    def reload_faults(self) -> int:
+        """Re-read the faults file if it changed; return :attr:`faults_generation`."""
+        self._refresh_faults()
+        return self.faults_generation
 
     def _fault_for(self, first_page: int, count: int) -> str | None:
         self._refresh_faults()

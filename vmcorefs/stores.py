@@ -289,8 +289,9 @@ class FaultyStore(Store):
         self._mtime: int | None = None
         self._loaded = False
         self.bad: list[tuple[int, int]] = []
-        self.generation = 0  # how often the ranges changed while mounted
+        self.generation = 0
         self._refresh()
+        self.generation = 0  # how often the ranges changed since
 
     def reload(self) -> int:
         """Re-read the faults file if it changed; return :attr:`generation`."""
@@ -321,8 +322,7 @@ class FaultyStore(Store):
                     raise InputError(f"cannot use store fault file {self.faults_file}: {exc}") from exc
                 return  # while mounted, keep the previous ranges (a new file may be half written)
         self.bad = bad
-        if self._loaded:
-            self.generation += 1
+        self.generation += 1
         self._loaded = True
 
     def read(self, address: int, length: int) -> bytes:

@@ -50,6 +50,7 @@ __all__ = ("Operations", "close", "serve", "start", "terminate")
 log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20  # readers that honour st_blksize ask for 1 MiB
+READAHEAD_KB = 1024  # the kernel reads ahead this much (its default for FUSE: 128 KiB)
 
 
 class _Node:
@@ -97,6 +98,7 @@ class Operations(pyfuse3.Operations):
         self.generation = generation
         self._generation = generation() if generation is not None else 0
         self._stale: set[int] = set()  # cached inodes whose pages their next open drops
+        self.readahead_file: str | None = None  # the mount's read_ahead_kb in sysfs, set at the first open
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -233,6 +235,9 @@ class Operations(pyfuse3.Operations):
         self.open_files[fh] = node.obj
         if not self.cached(inode):  # made at every read: each read comes here
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        if self.readahead_file is not None:
+            _set_readahead(self.readahead_file)
+            self.readahead_file = None
         # the page cache: answered whole or with EIO (see the module docs); a
         # file whose content changed since the kernel cached it is opened
         # with keep_cache off, and the kernel drops its pages before the
@@ -329,6 +334,36 @@ class Operations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.EROFS)
 
 
+def _set_readahead(path: str) -> None:
+    """
+    Let the kernel read ahead :data:`READAHEAD_KB` (in requests of up to
+    1 MiB): a sequential reader then finds the next pages read while it
+    copies. After the mount's INIT (which sets 128 KiB), so at the first
+    open; only root may, others keep the kernel's default.
+    """
+    try:
+        with open(path, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except OSError as exc:
+        log.debug("cannot set %s: %s", path, exc.strerror)
+
+
+def _bdi_readahead_file(mountpoint: str) -> str | None:
+    """Return the sysfs read_ahead_kb file of the mount on *mountpoint* (from /proc/self/mountinfo, not stat)."""
+    escaped = os.path.abspath(mountpoint).replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011") \
+        .replace("\n", "\\012")
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):  # the newest mount on that point
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == escaped:
+            return f"/sys/class/bdi/{fields[2]}/read_ahead_kb"
+    return None
+
+
 def _invalidate(inodes: list[int]) -> None:
     """Let the kernel forget the attributes and every cached page of *inodes*."""
     for inode in inodes:
@@ -352,6 +387,7 @@ def start(ops: Operations, mountpoint: str, options: set[str]) -> None:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+    ops.readahead_file = _bdi_readahead_file(mountpoint)
 
 
 async def serve() -> None:

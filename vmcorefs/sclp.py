@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tomllib
 
 import trio
 
@@ -118,6 +117,7 @@ class FaultRule:
 
 def load_fault_rules(path: str) -> list[FaultRule]:
     """Return the fault rules of a TOML file with ``[[fault]]`` tables."""
+    import tomllib  # only machines with a faults file need it: not on the path of every save
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)

@@ -148,7 +148,6 @@ class RawFileStore(Store):
 
 _BLOCK = 1 << 20
 _offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
-_or_tables: dict[int, bytes] = {}  # byte value v -> translate table x -> x | v
 
 
 def _block_offsets() -> bytes:
@@ -173,26 +172,35 @@ def _tag_template(top: int) -> bytes:
     return bytes(data)
 
 
+@functools.lru_cache(maxsize=16)
+def _nibble_template(top: int, nibble: int) -> bytes:
+    """:func:`_tag_template` with the high half of byte 5 of every word set to *nibble* (address bits 20-23)."""
+    data = bytearray(_tag_template(top))
+    if nibble:
+        table = bytes(x | nibble << 4 for x in range(256))
+        data[5::8] = _block_offsets()[5::8].translate(table)
+    return bytes(data)
+
+
 @functools.lru_cache(maxsize=4)  # an unaligned sequential read needs the last block again
 def _tagged_block(high: int) -> bytes:
     """
     Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
     low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
-    (bits 0-19), *high* bytes 0-5. Bytes 0-2 come with a template made once
-    per tag, bytes 3-4 are set with one strided slice assignment each, and
-    byte 5 is ORed in with one translate.
+    (bits 0-19), *high* bytes 0-5. Bytes 0-2 and the high half of byte 5
+    come with a template made once (per tag and 1 MiB block modulo 16 MiB),
+    bytes 3-4 are set with one strided slice assignment each (none in the
+    first 16 MiB of a 4 GiB range).
     """
-    data = bytearray(_tag_template(high >> 40))
     hb = high.to_bytes(8, "big")
+    template = _nibble_template(high >> 40, hb[5] >> 4)
+    if not hb[3] and not hb[4]:
+        return template
+    data = bytearray(template)
     n = _BLOCK // 8
     for k in (3, 4):
         if hb[k]:
             data[k::8] = hb[k:k + 1] * n
-    if hb[5]:
-        table = _or_tables.get(hb[5])
-        if table is None:
-            table = _or_tables[hb[5]] = bytes(x | hb[5] for x in range(256))
-        data[5::8] = _block_offsets()[5::8].translate(table)
     return bytes(data)
 
 
@@ -206,7 +214,7 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
     start = address & ~7
     end = (address + length + 7) & ~7
     low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
-    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 4:
+    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
         # the tag's bits lie above every address and every offset in a 1 MiB
         # block: a word is (tag | block) | offset, a whole block at a time
         parts = []

@@ -344,8 +344,10 @@ class OldMemory:
     async def read(self, address: int, length: int) -> bytes:
         """
         Return *length* bytes of old memory at *address*. Long reads of real
-        memory run in worker threads (at most :attr:`THREADS`), so that the
-        event loop serves other requests while a store waits for its disk.
+        memory that may wait for a disk run in worker threads (at most
+        :attr:`THREADS`), so that the event loop serves other requests
+        meanwhile; generated memory is made here (threads would only share
+        the interpreter's lock).
         """
         parts = []
         for _old, real, n in self.translate(address, length):
@@ -354,7 +356,7 @@ class OldMemory:
                 parts.append(await self.hsa.read(real, h))
                 real += h
                 n -= h
-            if n >= self.THREAD_MIN:
+            if n >= self.THREAD_MIN and self.machine.real.blocking:
                 if self._limiter is None:
                     self._limiter = trio.CapacityLimiter(self.THREADS)
                 parts.append(await trio.to_thread.run_sync(self.machine.real.read, real, n, limiter=self._limiter))

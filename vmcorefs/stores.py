@@ -44,6 +44,7 @@ class Store:
 
     size: int = 0
     name: str = "store"
+    blocking: bool = True  # reads may wait for a disk (a mount runs long ones in worker threads)
 
     def read(self, address: int, length: int) -> bytes:
         """Return *length* bytes at *address*; raise MemoryReadError if impossible."""
@@ -60,6 +61,8 @@ class Store:
 class ZeroStore(Store):
     """A store of zeros."""
 
+    blocking = False
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.name = "zeros"
@@ -71,6 +74,8 @@ class ZeroStore(Store):
 
 class BytesStore(Store):
     """A store backed by a bytes object (small synthetic machines, tests)."""
+
+    blocking = False
 
     def __init__(self, data: bytes, name: str = "bytes") -> None:
         self.data = bytes(data)
@@ -244,6 +249,8 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
 class GeneratedStore(Store):
     """Memory computed by a function ``fn(address, length) -> bytes``."""
 
+    blocking = False
+
     def __init__(self, size: int, fn: Callable[[int, int], bytes], name: str = "generated") -> None:
         self.size = size
         self.fn = fn
@@ -301,6 +308,10 @@ class FaultyStore(Store):
         self._refresh()
         self.generation = 0  # how often the ranges changed since
 
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking
+
     def reload(self) -> int:
         """Re-read the faults file if it changed; return :attr:`generation`."""
         self._refresh()
@@ -350,6 +361,10 @@ class SliceStore(Store):
     def __init__(self, base: Store, start: int, size: int, name: str | None = None) -> None:
         self.base, self.start, self.size, self.name = base, start, size, name or base.name
 
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking
+
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
         return self.base.read(self.start + address, length)
@@ -377,6 +392,10 @@ class OverlayStore(Store):
                 raise ValueError(f"overlay at {a:#x} lies outside the store")
         self.starts = [a for a, _ in items]
         self.items = items
+
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking or any(s.blocking for _a, s in self.items)
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)

@@ -633,9 +633,8 @@ def machine_line() -> str:
 
 
 LIMITS = [
-    "- seq (warm): every byte crosses FUSE (store -> daemon -> kernel -> reader: two more copies",
-    "  than cat) in 1 MiB direct-I/O requests, one Python handler call each; no page cache on purpose",
-    "  (a broken page must fail exactly the reads that need it; nothing stale after an HSA release).",
+    "- seq (warm): every byte crosses FUSE (store -> daemon -> page cache -> reader: two more copies",
+    "  than cat) in 1 MiB readahead requests, one Python handler call each.",
     "- seq (cold): the disk; both sides read the same file in large sequential requests.",
     "- hsa: the emulated SCLP latency per request; vmcorefs asks for 256 blocks per request, 8 in",
     "  flight, and keeps what it read, Linux one block at a time.",

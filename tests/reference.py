@@ -99,6 +99,37 @@ def reference_notes(save_areas: list[bytes], vectors: list[bytes] | None, vmcore
     return b"".join(out)
 
 
+def reference_header(ranges: list[tuple[int, int]], notes_size: int) -> bytes:
+    """
+    Return the page-padded ELF header block of a vmcore of *ranges* (page
+    aligned, sorted) whose notes have *notes_size* bytes: the ELF header,
+    PT_NOTE, one PT_LOAD per range, and with 0xffff (PN_XNUM) program
+    headers or more, ELF extended numbering as the gABI says and Linux's
+    fill_extnum_info writes it: e_phnum 0xffff, one SHT_NULL section header
+    after the program headers with the count in sh_info, e_shnum 1,
+    e_shentsize 64, e_shstrndx 0, sh_size 1 (= e_shnum).
+    """
+    phnum = 1 + len(ranges)
+    if phnum >= 0xFFFF:
+        shoff = 64 + 56 * phnum
+        # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign, sh_entsize
+        tail = struct.pack(">IIQQQQIIQQ", 0, 0, 0, 0, 0, 1, 0, phnum, 0, 0)
+        e_phnum, e_shentsize, e_shnum = 0xFFFF, 64, 1
+    else:
+        shoff, tail, e_phnum, e_shentsize, e_shnum = 0, b"", phnum, 0, 0
+    hdr_size = -(-(64 + 56 * phnum + len(tail)) // PAGE) * PAGE
+    notes_block = -(-notes_size // PAGE) * PAGE
+    ehdr = b"\x7fELF\x02\x02\x01" + b"\0" * 9 + struct.pack(">HHIQQQIHHHHHH", 4, 22, 1, 0, 64, shoff, 0, 64, 56,
+                                                             e_phnum, e_shentsize, e_shnum, 0)
+    phdrs = [struct.pack(">IIQQQQQQ", 4, 0, hdr_size, 0, 0, notes_size, notes_size, 0)]
+    off = hdr_size + notes_block
+    for start, end in ranges:
+        phdrs.append(struct.pack(">IIQQQQQQ", 1, 7, off, start, start, end - start, end - start, PAGE))
+        off += end - start
+    head = ehdr + b"".join(phdrs) + tail
+    return head + b"\0" * (hdr_size - len(head))
+
+
 def reference_vmcore(path: str, read_old, ranges: list[tuple[int, int]], save_areas: list[bytes],
                      vectors: list[bytes] | None, vmcoreinfo: bytes | None) -> None:
     """
@@ -108,20 +139,10 @@ def reference_vmcore(path: str, read_old, ranges: list[tuple[int, int]], save_ar
     :param ranges: exported ``(start, end)`` ranges, page aligned, sorted
     """
     notes = reference_notes(save_areas, vectors, vmcoreinfo)
-    phnum = 1 + len(ranges)
-    hdr_size = -(-(64 + 56 * phnum) // PAGE) * PAGE
-    notes_size = -(-len(notes) // PAGE) * PAGE
-    ehdr = b"\x7fELF\x02\x02\x01" + b"\0" * 9 + struct.pack(">HHIQQQIHHHHHH", 4, 22, 1, 0, 64, 0, 0, 64, 56,
-                                                             phnum, 0, 0, 0)
-    phdrs = [struct.pack(">IIQQQQQQ", 4, 0, hdr_size, 0, 0, len(notes), len(notes), 0)]
-    off = hdr_size + notes_size
-    for start, end in ranges:
-        phdrs.append(struct.pack(">IIQQQQQQ", 1, 7, off, start, start, end - start, end - start, PAGE))
-        off += end - start
+    head = reference_header(ranges, len(notes))
     with open(path, "wb") as f:
-        head = ehdr + b"".join(phdrs)
-        f.write(head + b"\0" * (hdr_size - len(head)))
-        f.write(notes + b"\0" * (notes_size - len(notes)))
+        f.write(head)
+        f.write(notes + b"\0" * (-len(notes) % PAGE))
         for start, end in ranges:
             pos = start
             while pos < end:

@@ -82,3 +82,20 @@ def test_fuse_options_user_options_replace_defaults():
     assert "fsname=/dev/dasdb1" in opts and "fsname=vmcorefs" not in opts
     assert {"ro", "allow_root", "subtype=vmcorefs", "default_permissions"} <= opts
     assert "ro" not in _fuse_options(False, [], writable=True)
+
+
+def test_packer_packs_what_pack_packs():
+    """Layout.packer (positional, for tables of 100,000 entries) gives pack's bytes, gaps as zeros."""
+    import random
+
+    from vmcorefs.layouts import ELF64_SHDR
+    rng = random.Random(1)
+    ph = {name: rng.randrange(1 << (8 * st.size)) for name, (_off, st) in ELF64_PHDR.fields.items()}
+    assert ELF64_PHDR.packer(*ph).pack(*ph.values()) == ELF64_PHDR.pack(**ph)
+    assert ELF64_PHDR.packer(*ph).unpack(ELF64_PHDR.pack(**ph)) == tuple(ph.values())
+    # a subset with gaps between the fields, the rest zero
+    st = SAVE_AREA.packer("prefix", "timer")
+    assert st.size == 512 and st.pack(0x2000, 7) == SAVE_AREA.pack(prefix=0x2000, timer=7)
+    assert ELF64_SHDR.packer("sh_info").pack(70002)[0x2C:0x30] == (70002).to_bytes(4, "big")
+    with pytest.raises(ValueError):
+        SAVE_AREA.packer("timer", "prefix")

@@ -96,6 +96,11 @@ def test_meminfo_of_the_fixture(kdump_mount):
     assert res.stdout == "OSRELEASE=6.1.192-vmcorefs\n"
     cpu1 = kdump_mount.path("meminfo/cpus/cpu1").read_text()
     assert "psw_addr: 0x112a26" in cpu1  # pcpu_delegate+0x11e, fixture README
+    # 1 GiB detected, the crashkernel (fixture README) left out of the export
+    assert kdump_mount.path("meminfo/memory_map").read_text() == (
+        "detected 0x0000000000000000 0x0000000040000000\n"
+        "exported 0x0000000000000000 0x0000000034000000\n"
+        "crashkernel 0x0000000034000000 0x000000000c000000\n")
 
 
 def test_check_says_kdump(kdump_machine):

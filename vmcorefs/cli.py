@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "capture kernel dumps it (crashkernel swapped)")
     sp.add_argument("--memory", type=parse_range, action="append", metavar="START:SIZE",
                     help="a detected memory range (repeat; default: the whole image)")
+    sp.add_argument("--memory-map", metavar="FILE",
+                    help="detected memory ranges from a file as /zcore/memmap writes it (START SIZE in hex, "
+                         "a record a line). With more than 1000 ranges the description names such a file "
+                         "(memory_map, written next to it as NAME.memmap) instead of listing them")
     sp.add_argument("--hsa-size", type=parse_size, default=32 << 20, help="HSA size (default 32M)")
     sp.add_argument("--sclp-latency-us", type=int, default=0, help="emulated SCLP latency per request")
     sp.add_argument("--cpus-json", metavar="FILE", help="CPU states as JSON (the fixtures' cpu-state format)")

@@ -15,7 +15,9 @@ HSA, crashkernel) and what its CPUs hold. See README.rst for the format.
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import os
 import re
 import tomllib
@@ -27,11 +29,16 @@ from .machine import Cpu, Machine, merge_ranges
 from .sclp import SdiasDevice, load_fault_rules, reader_defaults
 from .stores import BytesStore, FaultyStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
 
-__all__ = ("FORMAT", "cpus_from_json", "dump_toml", "load", "machine_from_doc", "save_area_from_regs")
+__all__ = ("FORMAT", "MEMORY_MAP_THRESHOLD", "cpus_from_json", "dump_toml", "load", "machine_from_doc",
+           "memory_map_text", "read_memory_map", "save_area_from_regs")
 
 FORMAT = 1
 DEFAULT_HSA_SIZE = 32 << 20
 STORE_TYPES = ("raw", "demo", "zero")
+
+MEMORY_MAP_THRESHOLD = 1000  # 'vmcorefs emulate' writes a memory_map file for more ranges than this
+_HEX_NUMBER = re.compile(r"[0-9a-fA-F]{1,16}")
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 HSA_DEVICE_KEYS = {"latency_us", "max_blocks_per_request", "max_requests_in_flight", "faults_file", "size"}
 HSA_READER_KEYS = {"reader_blocks_per_request", "reader_requests_in_flight", "reader_cache_pages",
@@ -78,6 +85,94 @@ def load(path: str) -> Machine:
     return machine_from_doc(doc, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
 
 
+def read_memory_map(path: str, where: str | None = None) -> list[tuple[int, int]]:
+    """
+    Return the memory ranges ``(start, end)`` of a memory map file, in the
+    format /zcore/memmap writes: ``START SIZE`` records of hex numbers (16
+    digits each there), separated by blanks; one record a line, or all on
+    one line as zcore has them. Blank lines and ``#`` comments are skipped.
+    The ranges are checked as inline ``memory`` ranges are (not empty, page
+    aligned, sorted, no overlap), each problem an
+    :class:`~vmcorefs.errors.InputError` naming the line. Linear in the
+    number of ranges.
+
+    :param where: how messages name the file (default: *path*)
+    """
+    where = where or path
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read it: {exc.strerror}") from exc
+    ranges = _memory_map_fast(data)
+    if ranges is not None:
+        return ranges
+    # something is wrong (or there are comments): line by line, to say where
+    ranges = []
+    last_end = 0
+    hex_number = _HEX_NUMBER.fullmatch
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        tokens = line.split(b"#", 1)[0].split()
+        if not tokens:
+            continue
+        if len(tokens) % 2:
+            raise InputError(f"{where} line {number}: a record is START SIZE (two hex numbers), "
+                             f"not {_show(line)}")
+        values = []
+        for token in tokens:
+            text = token.decode("ascii", "replace")
+            if not hex_number(text):
+                raise InputError(f"{where} line {number}: {_show(token)} is not a hex number "
+                                 "of at most 16 digits")
+            values.append(int(text, 16))
+        for i in range(0, len(values), 2):
+            start, size = values[i], values[i + 1]
+            end = start + size
+            if start % 4096 or size % 4096:
+                raise InputError(f"{where} line {number}: range {start:#x}+{size:#x} is not page aligned")
+            if not size:
+                raise InputError(f"{where} line {number}: range at {start:#x} is empty")
+            if end >= 1 << 64:
+                raise InputError(f"{where} line {number}: range {start:#x}+{size:#x} ends beyond 2^64")
+            if start < last_end:
+                raise InputError(f"{where} line {number}: range {start:#x}+{size:#x} begins below the end "
+                                 f"{last_end:#x} of the one before: ranges must be sorted and not overlap")
+            ranges.append((start, end))
+            last_end = end
+    if not ranges:
+        raise InputError(f"{where}: no memory ranges in it")
+    return ranges
+
+
+def _memory_map_fast(data: bytes) -> list[tuple[int, int]] | None:
+    """
+    Return the ranges of a memory map file without comments that is
+    right, in a few passes that run in C; None if it has comments or
+    anything is wrong (then :func:`read_memory_map` finds the line).
+    """
+    tokens = data.split()
+    if not tokens or len(tokens) % 2 or b"#" in data or max(map(len, tokens)) > 16 \
+            or b"".join(tokens).translate(None, _HEX_DIGITS):
+        return None
+    values = list(map(int, tokens, itertools.repeat(16)))
+    starts, sizes = values[0::2], values[1::2]
+    ends = list(map(operator.add, starts, sizes))
+    if any(map(0xFFF.__and__, values)) or 0 in sizes or ends[-1] >= 1 << 64 \
+            or not all(map(operator.le, ends, starts[1:])):
+        return None
+    return list(zip(starts, ends))
+
+
+def _show(raw: bytes) -> str:
+    text = raw.decode("ascii", "replace").strip()
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def memory_map_text(ranges: list[tuple[int, int]]) -> str:
+    """Return a memory map file of *ranges* ``(start, end)``: ``START SIZE`` (16 hex digits each) a line."""
+    return "".join(f"{start:016x} {end - start:016x}\n" for start, end in ranges)
+
+
 def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> Machine:
     """Return the machine of a parsed description; paths are relative to *base_dir*."""
     where = name
@@ -87,18 +182,29 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
     vector = bool(doc.get("vector", False))
 
     memory = doc.get("memory")
-    if not isinstance(memory, list) or not memory:
-        raise InputError(f"{where}: memory must be a list of {{ start, size }} ranges")
-    ranges = []
-    for i, r in enumerate(memory):
-        if not isinstance(r, dict):
-            raise InputError(f"{where}: memory[{i}] must be {{ start = ..., size = ... }}")
-        start = _int(r, "start", f"{where}: memory[{i}]")
-        size = _int(r, "size", f"{where}: memory[{i}]", minimum=1)
-        if start + size >= 1 << 64:
-            raise InputError(f"{where}: memory[{i}] ends beyond 2^64")
-        ranges.append((start, start + size))
-    ranges = merge_ranges(ranges, f"{where}: memory")
+    memory_map = doc.get("memory_map")
+    if memory_map is not None:
+        # the ranges in a file, as /zcore/memmap writes them: a big machine's
+        # description stays a few lines, and reading it costs what the ranges cost
+        if memory is not None:
+            raise InputError(f"{where}: give memory or memory_map, not both")
+        if not isinstance(memory_map, str) or not memory_map:
+            raise InputError(f"{where}: memory_map must be a file name (relative to the description)")
+        ranges = read_memory_map(os.path.join(base_dir, memory_map), f"{where}: memory_map {memory_map}")
+    else:
+        if not isinstance(memory, list) or not memory:
+            raise InputError(f"{where}: memory must be a list of {{ start, size }} ranges "
+                             "(or memory_map the name of a file of them)")
+        ranges = []
+        for i, r in enumerate(memory):
+            if not isinstance(r, dict):
+                raise InputError(f"{where}: memory[{i}] must be {{ start = ..., size = ... }}")
+            start = _int(r, "start", f"{where}: memory[{i}]")
+            size = _int(r, "size", f"{where}: memory[{i}]", minimum=1)
+            if start + size >= 1 << 64:
+                raise InputError(f"{where}: memory[{i}] ends beyond 2^64")
+            ranges.append((start, start + size))
+        ranges = merge_ranges(ranges, f"{where}: memory")
     end = ranges[-1][1]
 
     store_doc = doc.get("store")

@@ -7,7 +7,9 @@ The ``vmcorefs.emulate`` module writes a machine description from a raw
 physical memory image and CPU states (a JSON file, raw save areas, the
 register notes of an ELF core (:mod:`vmcorefs.sources.elfnotes`), or the
 prefix addresses of CPUs whose status the crashed kernel stored in old
-memory).
+memory). More than :data:`~vmcorefs.description.MEMORY_MAP_THRESHOLD`
+memory ranges go to a memory map file next to the description
+(``memory_map``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import os
 import sys
 
-from .description import FORMAT, cpus_from_json, dump_toml
+from .description import FORMAT, MEMORY_MAP_THRESHOLD, cpus_from_json, dump_toml, memory_map_text, read_memory_map
 from .errors import InputError
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
@@ -67,6 +69,10 @@ def emulate(args) -> int:
     image = RawFileStore(image_path)
     try:
         memory = args.memory or [(0, image.size - image.size % 4096)]
+        if getattr(args, "memory_map", None):
+            if args.memory:
+                raise InputError("give --memory or --memory-map, not both")
+            memory = [(s, e - s) for s, e in read_memory_map(args.memory_map)]
         if not memory[0][1]:
             raise InputError(f"{args.image} is empty")
         cpus: list[dict] = []
@@ -122,7 +128,9 @@ def emulate(args) -> int:
             for c in cpus:
                 c["vector"] = None
 
-        rel = os.path.relpath(image_path, os.path.dirname(os.path.abspath(args.output)))
+        memory_map = None
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        rel = os.path.relpath(image_path, out_dir)
         doc: dict = {
             "format": FORMAT,
             "name": os.path.basename(args.image),
@@ -131,6 +139,11 @@ def emulate(args) -> int:
             "memory": [{"start": s, "size": n} for s, n in memory],
             "store": {"type": "raw", "path": rel},
         }
+        if len(memory) > MEMORY_MAP_THRESHOLD:
+            # many ranges: in a file of their own, which costs a mount what the ranges cost, not TOML parsing
+            memory_map = os.path.splitext(os.path.abspath(args.output))[0] + ".memmap"
+            del doc["memory"]
+            doc["memory_map"] = os.path.basename(memory_map)  # a scalar: dump_toml writes it before [store]
         if args.environment == "standalone":
             doc["hsa"] = {"size": args.hsa_size, "latency_us": args.sclp_latency_us}
         elif args.crashkernel:
@@ -143,9 +156,19 @@ def emulate(args) -> int:
         # validate before writing: the description must load
         from .description import machine_from_doc
         import tomllib
-        machine_from_doc(tomllib.loads(text), os.path.dirname(os.path.abspath(args.output)), args.output).close()
+        if memory_map is not None:
+            with open(memory_map, "w") as f:
+                f.write(memory_map_text([(s, s + n) for s, n in memory]))
+        try:
+            machine_from_doc(tomllib.loads(text), out_dir, args.output).close()
+        except BaseException:
+            if memory_map is not None:
+                os.unlink(memory_map)
+            raise
     finally:
         image.close()
     with open(args.output, "w") as f:
         f.write(text)
+    if memory_map is not None:
+        print(f"vmcorefs: {len(memory)} memory ranges are in {memory_map} (memory_map)", file=sys.stderr)
     return 0

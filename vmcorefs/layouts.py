@@ -63,6 +63,8 @@ __all__ = (
     "S390_NOTE_DESC",
     "SAVE_AREA",
     "SAVE_AREA_OFFSET",
+    "SHN_UNDEF",
+    "SHT_NULL",
     "TOD_UNIX_EPOCH",
     "VX_SAVE_AREA",
     "VX_SAVE_AREA_SIZE",
@@ -117,6 +119,22 @@ class Layout:
             else:
                 st.pack_into(buf, offset, value)
         return bytes(buf)
+
+    def packer(self, *fields: str) -> struct.Struct:
+        """
+        Return a :class:`struct.Struct` of the whole structure that packs
+        (and unpacks) *fields*, given in offset order, positionally; the
+        other bytes are zero. For tables of many entries (100,000 program
+        headers), where :meth:`pack` per entry costs too much.
+        """
+        fmt, pos = ">", 0
+        for fname in fields:
+            offset, st = self.fields[fname]
+            if offset < pos:
+                raise ValueError(f"{self.name}: {fname} is not in offset order")
+            fmt += (f"{offset - pos}x" if offset > pos else "") + st.format.lstrip(">")
+            pos = offset + st.size
+        return struct.Struct(fmt + (f"{self.size - pos}x" if self.size > pos else ""))
 
     def unpack(self, data: bytes, offset: int = 0) -> dict[str, Any]:
         """Return a dict of all fields of the structure at *offset* of *data*."""
@@ -320,7 +338,11 @@ ELF_FPREGSET = Layout("elf_fpregset", 136, [
     (8, "fprs", "16Q"),
 ])
 
-# Elf64_Shdr: only read for e_phnum == PN_XNUM (the real count is section 0's sh_info)
+# Elf64_Shdr: only for ELF extended numbering. With PN_XNUM (0xffff) or more
+# program headers, e_phnum = PN_XNUM and the real count is sh_info of the one
+# section header, SHT_NULL, as fs/binfmt_elf.c's fill_extnum_info writes it
+# (e_shnum = 1, e_shentsize = 64, e_shstrndx = SHN_UNDEF; sh_size = e_shnum,
+# sh_link = e_shstrndx).
 ELF64_SHDR = Layout("Elf64_Shdr", 64, [
     (0x00, "sh_name", "I"),
     (0x04, "sh_type", "I"),
@@ -337,6 +359,8 @@ ELFMAG = b"\x7fELF"
 EI_CLASS, EI_DATA = 4, 5
 ELFCLASS64, ELFDATA2MSB = 2, 2
 PN_XNUM = 0xFFFF
+SHT_NULL = 0
+SHN_UNDEF = 0
 
 # Descriptors of the s390 register notes (arch/s390/kernel/crash_dump.c;
 # QEMU target/s390x/arch_dump.c writes the same, except as noted in

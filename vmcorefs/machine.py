@@ -34,8 +34,11 @@ stand-alone environment, from real memory otherwise.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import logging
+import operator
 import os
 
 import trio
@@ -86,6 +89,10 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
 
     :raises InputError: unsorted, overlapping, empty or unaligned ranges
     """
+    starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
+    if ranges and not any(map((PAGE_SIZE - 1).__and__, itertools.chain(starts, ends))) \
+            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])):
+        return list(ranges)  # sorted, aligned, not empty, none touching: as they are (linear, mostly in C)
     out: list[tuple[int, int]] = []
     for start, end in ranges:
         if start % PAGE_SIZE or end % PAGE_SIZE:
@@ -161,6 +168,8 @@ class Machine:
         if environment not in ENVIRONMENTS:
             raise InputError(f"environment must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}")
         self.memory = merge_ranges(memory)
+        self._starts = [start for start, _end in self.memory]  # for bisection
+        self._memory_size: int | None = None
         if not self.memory:
             raise InputError("the machine has no memory")
         if self.memory[-1][1] > real.size:
@@ -210,7 +219,9 @@ class Machine:
 
     @property
     def memory_size(self) -> int:
-        return sum(end - start for start, end in self.memory)
+        if self._memory_size is None:
+            self._memory_size = sum(end - start for start, end in self.memory)
+        return self._memory_size
 
     @property
     def hsa_size(self) -> int:
@@ -231,11 +242,9 @@ class Machine:
         return not any(start < address + length and address < end for start, end in self.memory)
 
     def contains(self, address: int, length: int) -> bool:
-        """Return whether ``[address, address+length)`` lies in detected memory."""
-        for start, end in self.memory:
-            if start <= address and address + length <= end:
-                return True
-        return False
+        """Return whether ``[address, address+length)`` lies in detected memory (O(log ranges))."""
+        i = bisect.bisect_right(self._starts, address) - 1
+        return i >= 0 and address + length <= self.memory[i][1]
 
     def find_oldmem(self) -> tuple[int, int] | None:
         """

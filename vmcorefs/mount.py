@@ -15,6 +15,7 @@ the child's one-line error.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import logging.handlers
 import os
@@ -74,10 +75,12 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
     from .views.root import build_tree
 
     machine = None
+    gc.disable()  # a machine of 100,000 ranges makes as many objects, all kept: no collections meanwhile
     try:
         machine = open_source(source)
         dump = await Dump.open(machine, mode)
         tree = build_tree(dump)
+        gc.freeze()  # and none of them is looked at by a collection later
         allow_other = options.get("allow_other", False)
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
                             dir_mode=0o555 if allow_other else 0o500, generation=machine.generation)
@@ -93,6 +96,8 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
             machine.close()
         ready(f"internal error: {type(exc).__name__}: {exc} (see the log; please report it)")
         return 70
+    finally:
+        gc.enable()
     log.info("mounted %s on %s: %s mode, /vmcore %d bytes", source, mountpoint, dump.mode, tree.find("vmcore").size)
     dump.on_change.append(ops.refresh)
     ready(None)

@@ -14,13 +14,14 @@ release).
 
 from __future__ import annotations
 
+import bisect
 import datetime
 
 from .dump import Dump
 from .osinfo import OsInfoReport, parse_vmcoreinfo
 from .units import size_text
 
-__all__ = ("ENVIRONMENTS", "environment_text", "info_text", "summary_text")
+__all__ = ("ENVIRONMENTS", "SUMMARY_RANGES", "environment_text", "info_text", "summary_text")
 
 # what runs on the machine now (Machine.environment), one wording for all
 ENVIRONMENTS = {
@@ -84,7 +85,10 @@ def _table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> lis
 
 
 def _memory_rows(dump: Dump) -> list[list[str]]:
-    """Detected memory cut where export, crashkernel and HSA change, each piece labelled."""
+    """
+    Detected memory cut where export, crashkernel and HSA change, each piece
+    labelled; O((ranges + cuts) log ranges).
+    """
     m, rep = dump.machine, dump.report
     crash = rep.crashkernel
     hsa = m.hsa_size if m.sclp is not None else 0
@@ -98,8 +102,15 @@ def _memory_rows(dump: Dump) -> list[list[str]]:
     if hsa:
         cuts.add(hsa)
 
+    cut_list = sorted(cuts)
+    exported_starts = [s for s, _e in dump.ranges]
+
+    def exported(a: int) -> bool:
+        i = bisect.bisect_right(exported_starts, a) - 1
+        return i >= 0 and a < dump.ranges[i][1]
+
     def label(a: int) -> str:
-        if any(s <= a < e for s, e in dump.ranges):
+        if exported(a):
             real = dump.oldmem.translate(a, 1)[0][1]
             if real < hsa:
                 return "yes, from the HSA over SCLP" + (f" (at {real:#x}: kdump swap)" if real != a else "")
@@ -112,7 +123,8 @@ def _memory_rows(dump: Dump) -> list[list[str]]:
 
     rows = []
     for start, end in m.memory:
-        points = sorted({start, end} | {c for c in cuts if start < c < end})
+        inside = cut_list[bisect.bisect_right(cut_list, start):bisect.bisect_left(cut_list, end)]
+        points = [start] + inside + [end]
         pieces = list(zip(points, points[1:]))
         merged: list[list] = []
         for a, b in pieces:
@@ -160,8 +172,14 @@ def info_text(dump: Dump, vmcore_size: int, source: str) -> str:
     return "\n".join(out) + "\n"
 
 
+SUMMARY_RANGES = 1000  # the summary lists this many ranges of each kind; /meminfo/memory_map has them all
+
+
 def _ranges(ranges: list[tuple[int, int]]) -> list[str]:
-    return [f"  {s:#018x}-{e - 1:#018x}  {size_text(e - s)}" for s, e in ranges]
+    out = [f"  {s:#018x}-{e - 1:#018x}  {size_text(e - s)}" for s, e in ranges[:SUMMARY_RANGES]]
+    if len(ranges) > SUMMARY_RANGES:
+        out.append(f"  ... and {len(ranges) - SUMMARY_RANGES} more (all in memory_map)")
+    return out
 
 
 def summary_text(dump: Dump) -> str:

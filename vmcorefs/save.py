@@ -44,6 +44,7 @@ source instead.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import logging
@@ -228,9 +229,13 @@ def _store_pieces(store, address: int, length: int) -> list[tuple]:
     elif isinstance(store, ElfMemoryStore) and isinstance(store.file, RawFileStore):
         out = []
         pos, end = address, address + length
-        for ph in store.loads:
+        # the loads are sorted by address: from the one that holds *address* (bisection) to the first beyond
+        for k in range(max(bisect.bisect_right(store.starts, pos) - 1, 0), len(store.loads)):
+            ph = store.loads[k]
             lo, hi = ph["p_paddr"], ph["p_paddr"] + ph["p_memsz"]
-            if hi <= pos or lo >= end:
+            if lo >= end:
+                break
+            if hi <= pos:
                 continue
             if lo > pos:
                 return [("read", 0, 0, length)]  # no memory there: let the read say so

@@ -41,7 +41,7 @@ _vmcorefs() {
             else COMPREPLY=( $(compgen -W "allow_other allow_root max_read= mode=auto mode=kdump mode=standalone log=" -- "$cur") ); compopt -o nospace 2>/dev/null
             fi
             return ;;
-        --log|--output|--cpus-json|--save-areas|--cpus-from-elf|--state|--sha256-file)
+        --log|--output|--cpus-json|--save-areas|--cpus-from-elf|--state|--sha256-file|--memory-map)
             compopt -o filenames 2>/dev/null; COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
         --hsa-size|--sclp-latency-us|--memory|--cpu-prefix|--crashkernel|--chunk-size) return ;;
     esac
@@ -62,7 +62,7 @@ _vmcorefs() {
         check) opts="" ;;
         info) opts="--mode" ;;
         save) opts="--progress -q --quiet --sha256-file --force --restart --state --mode --verify --no-sparse --sync --no-sha256 --chunk-size" ;;
-        emulate) opts="-o --output --environment --memory --hsa-size --sclp-latency-us --cpus-json --save-areas --cpus-from-elf --cpu-prefix --vector --crashkernel" ;;
+        emulate) opts="-o --output --environment --memory --memory-map --hsa-size --sclp-latency-us --cpus-json --save-areas --cpus-from-elf --cpu-prefix --vector --crashkernel" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=( $(compgen -W "$opts $common" -- "$cur") )
@@ -72,7 +72,7 @@ _vmcorefs() {
     # which positional argument is this?
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --mode|--environment|-o|--log|--output|--cpus-json|--save-areas|--cpus-from-elf|--state|--hsa-size|--sclp-latency-us|--memory|--cpu-prefix|--crashkernel|--chunk-size) ((i++)) ;;
+            --mode|--environment|-o|--log|--output|--cpus-json|--save-areas|--cpus-from-elf|--state|--hsa-size|--sclp-latency-us|--memory|--memory-map|--cpu-prefix|--crashkernel|--chunk-size) ((i++)) ;;
             -*) ;;
             *) ((nargs++)) ;;
         esac

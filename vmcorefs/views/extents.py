@@ -6,16 +6,19 @@ Extent maps
 The ``vmcorefs.views.extents`` module provides :class:`ExtentFile`: a file
 described as consecutive extents, each header bytes built once
 (:class:`BytesExtent`), zeros (:class:`ZeroExtent`) or memory read on demand
-(:class:`MemoryExtent`). A read finds its first extent by bisection and is a
-pure function of the offset: no cursor, safe for concurrent readers.
+(:class:`MemoryExtent`). A read finds its first extent by bisection and is
+a pure function of the offset: no cursor, safe for concurrent readers. :class:`LazyFile` builds an
+extent map at its first read, for files whose size is known at once but
+whose map costs time that the mount should not wait for.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Awaitable, Callable
 
-__all__ = ("BytesExtent", "Extent", "ExtentFile", "LiveText", "MemoryExtent", "ZeroExtent")
+__all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
 
@@ -74,12 +77,8 @@ class ExtentFile:
 
     def __init__(self, extents: list[Extent]) -> None:
         self.extents = [e for e in extents if e.length > 0]
-        self.starts: list[int] = []
-        pos = 0
-        for e in self.extents:
-            self.starts.append(pos)
-            pos += e.length
-        self.size = pos
+        self.starts: list[int] = list(itertools.accumulate((e.length for e in self.extents), initial=0))
+        self.size = self.starts.pop()
 
     def locate(self, offset: int) -> tuple[int, int]:
         """Return ``(extent index, offset into it)`` for a file offset."""
@@ -101,6 +100,34 @@ class ExtentFile:
             i += 1
             rel = 0
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class LazyFile:
+    """
+    A file of a known *size* whose extent map *build* returns at the first
+    read (then kept): the mount does not wait for maps that only some
+    readers need (/zcore/mem of 100,000 ranges). Used as a
+    :class:`~vmcorefs.views.tree.File`'s content like an extent map.
+    """
+
+    def __init__(self, size: int, build: Callable[[], ExtentFile]) -> None:
+        self.size = size
+        self._build: Callable[[], ExtentFile] | None = build
+        self._file: ExtentFile | None = None
+
+    def extent_file(self) -> ExtentFile:
+        """Return the extent map, built now if it was not."""
+        if self._file is None:
+            assert self._build is not None
+            f = self._build()
+            if f.size != self.size:
+                raise AssertionError(f"a lazy file was announced with {self.size} bytes, built with {f.size}")
+            self._file, self._build = f, None
+        return self._file
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* (fewer only at end of file)."""
+        return await self.extent_file().read(offset, length)
 
 
 class LiveText:

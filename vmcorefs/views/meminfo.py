@@ -8,9 +8,11 @@ directory, made to be browsed with ls, cat and grep:
 
 =================  =========================================================
 ``summary``        mode and why, memory, CPUs, crashkernel, os_info, entries
-                   (recomputed at every read: it tells an HSA release)
+                   (recomputed when the HSA is released; at most
+                   SUMMARY_RANGES ranges listed per kind)
 ``checks``         every check of the kdump decision, OK or BAD
-``memory_map``     detected, exported and HSA ranges, one per line
+``memory_map``     detected, exported and HSA ranges, one per line (built at
+                   the first read: its size is known without it)
 ``os_info``        the raw os_info page (4096 bytes), if there is one
 ``vmcoreinfo``     the crashed kernel's VMCOREINFO text, if found
 ``reipl_block``    the raw re-IPL block, if found
@@ -23,10 +25,10 @@ from __future__ import annotations
 from ..dump import CpuState, Dump
 from ..layouts import SAVE_AREA
 from ..report import summary_text
-from .extents import LiveText
+from .extents import BytesExtent, ExtentFile, LazyFile, LiveText
 from .tree import Directory, File, text_file
 
-__all__ = ("build_meminfo", "cpu_text")
+__all__ = ("build_meminfo", "cpu_text", "memory_map_file")
 
 def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None = None) -> str:
     """Return the decoded registers of one CPU (*source*: where they came from, if not the usual)."""
@@ -56,19 +58,46 @@ def cpu_text(cpu: CpuState, number: int | None, boot: bool, source: str | None =
     return "\n".join(lines) + "\n"
 
 
+def memory_map_file(dump: Dump) -> LazyFile:
+    """
+    Return ``memory_map``: ``KIND START SIZE`` a line (kinds ``detected``,
+    ``exported``, ``hsa``, ``crashkernel``; numbers as ``0x`` and 16 hex
+    digits, so every line's length is known and the file's size with it).
+    """
+    rep = dump.report
+    kinds = [("detected", dump.machine.memory), ("exported", dump.ranges)]
+    extra = []
+    if dump.machine.sclp:
+        extra.append(("hsa     ", 0, dump.machine.hsa_size))
+    if rep.crashkernel:
+        extra.append(("crashkernel", rep.crashkernel[0], rep.crashkernel[1]))
+    line = 2 * 19 + 1  # " 0x%016x" twice and the newline
+    size = sum((len(kind) + line) * len(ranges) for kind, ranges in kinds)
+    size += sum(len(kind) + line for kind, _a, _b in extra)
+
+    def build() -> ExtentFile:
+        mm = [f"{kind} {s:#018x} {e - s:#018x}\n" for kind, ranges in kinds for s, e in ranges]
+        mm += [f"{kind} {a:#018x} {b:#018x}\n" for kind, a, b in extra]
+        return ExtentFile([BytesExtent("".join(mm).encode())])
+    return LazyFile(size, build)
+
+
 def build_meminfo(dump: Dump) -> Directory:
     """Return the /meminfo directory of *dump*."""
     rep = dump.report
     d = Directory("meminfo")
-    d.add(File("summary", LiveText(lambda: summary_text(dump))))
+    summary: dict[bool, str] = {}
+
+    def summary_now() -> str:
+        """The summary, made again only when the HSA was released."""
+        released = dump.hsa is not None and dump.hsa.released
+        if released not in summary:
+            summary.clear()
+            summary[released] = summary_text(dump)
+        return summary[released]
+    d.add(File("summary", LiveText(summary_now)))
     d.add(text_file("checks", "".join(c.line() + "\n" for c in rep.checks)))
-    mm = [f"detected {s:#018x} {e - s:#018x}" for s, e in dump.machine.memory]
-    mm += [f"exported {s:#018x} {e - s:#018x}" for s, e in dump.ranges]
-    if dump.machine.sclp:
-        mm.append(f"hsa      {0:#018x} {dump.machine.hsa_size:#018x}")
-    if rep.crashkernel:
-        mm.append(f"crashkernel {rep.crashkernel[0]:#018x} {rep.crashkernel[1]:#018x}")
-    d.add(text_file("memory_map", "\n".join(mm) + "\n"))
+    d.add(File("memory_map", memory_map_file(dump)))
     if rep.page is not None:
         d.add(text_file("os_info", rep.page))
     if rep.vmcoreinfo is not None:

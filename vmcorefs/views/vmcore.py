@@ -9,6 +9,15 @@ header and ``fs/proc/vmcore.c`` then presents it (reference section 7):
 
 - ELF header and program headers (PT_NOTE, then one PT_LOAD per exported
   memory range in address order), padded to a page;
+- with PN_XNUM (65,535) program headers or more, which ``e_phnum`` cannot
+  hold, ELF extended numbering as the gABI defines it and Linux writes it
+  for large process core dumps (``fill_extnum_info`` in fs/binfmt_elf.c):
+  ``e_phnum`` = PN_XNUM, and one SHT_NULL section header, right after the
+  program headers, with the real count in ``sh_info`` (``e_shoff`` points
+  at it, ``e_shnum`` = 1, ``e_shentsize`` = 64, ``e_shstrndx`` = 0,
+  ``sh_size`` = 1). The kernel's /proc/vmcore has no such case (its
+  ``e_phnum`` would wrap); below PN_XNUM the layout is the kernel's, byte
+  for byte;
 - the notes, padded to a page: NT_PRPSINFO; per dumped CPU (boot CPU first,
   numbered from 1) NT_PRSTATUS, NT_PRFPREG, TIMER, TODCMP, TODPREG, CTRS,
   PREFIX, and with the vector facility VXRS_HIGH, VXRS_LOW; VMCOREINFO;
@@ -20,15 +29,19 @@ from __future__ import annotations
 import dataclasses
 
 from ..dump import CpuState, Dump
-from ..layouts import (ELF64_EHDR, ELF64_PHDR, ELF_FPREGSET, ELF_IDENT_S390X, ELF_PRPSINFO, ELF_PRSTATUS,
-                       EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PT, SAVE_AREA, note, page_align, vector_notes)
+from ..layouts import (ELF64_EHDR, ELF64_PHDR, ELF64_SHDR, ELF_FPREGSET, ELF_IDENT_S390X, ELF_PRPSINFO,
+                       ELF_PRSTATUS, EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PN_XNUM, PT, SAVE_AREA, SHN_UNDEF, SHT_NULL,
+                       note, page_align, vector_notes)
 from .extents import BytesExtent, Extent, ExtentFile, MemoryExtent, ZeroExtent
 
-__all__ = ("VmcoreLayout", "build_notes", "build_vmcore", "cpu_notes")
+__all__ = ("VmcoreLayout", "build_notes", "build_vmcore", "cpu_notes", "elf_header")
 
 CORE = b"CORE"
 LINUX = b"LINUX"
 VMCOREINFO = b"VMCOREINFO"
+# one PT_LOAD, packed positionally: 100,000 of them are built at mount time
+LOAD_PHDR = ELF64_PHDR.packer("p_type", "p_flags", "p_offset", "p_vaddr", "p_paddr", "p_filesz", "p_memsz",
+                              "p_align")
 
 
 def cpu_notes(cpu: CpuState, number: int) -> bytes:
@@ -68,47 +81,62 @@ def build_notes(cpus: list[CpuState], vmcoreinfo: bytes | None) -> bytes:
 class VmcoreLayout:
     """Where things are in /vmcore."""
 
-    header_size: int  # ELF + program headers, padded
+    header_size: int  # ELF + program headers (+ section header 0), padded
     notes_offset: int
     notes_size: int  # exact, as in PT_NOTE p_filesz
-    loads: list[tuple[int, int, int]]  # (p_offset, paddr, size)
     size: int
+    phnum: int  # the number of program headers (e_phnum, or sh_info with PN_XNUM)
+    shoff: int  # e_shoff: section header 0 with extended numbering, else 0
+
+
+def elf_header(phnum: int) -> tuple[bytes, bytes, int]:
+    """
+    Return ``(ELF header, tail, size)`` of a core with *phnum* program
+    headers: *tail* is what follows the program headers (section header 0
+    with extended numbering, else nothing), *size* that of all three.
+    """
+    ph_end = ELF64_EHDR.size + phnum * ELF64_PHDR.size
+    common = dict(e_ident=ELF_IDENT_S390X, e_type=ET_CORE, e_machine=EM.S390, e_version=1,
+                  e_phoff=ELF64_EHDR.size, e_ehsize=ELF64_EHDR.size, e_phentsize=ELF64_PHDR.size)
+    if phnum < PN_XNUM:
+        return ELF64_EHDR.pack(**common, e_phnum=phnum), b"", ph_end
+    ehdr = ELF64_EHDR.pack(**common, e_phnum=PN_XNUM, e_shoff=ph_end, e_shentsize=ELF64_SHDR.size, e_shnum=1,
+                           e_shstrndx=SHN_UNDEF)
+    shdr = ELF64_SHDR.pack(sh_type=SHT_NULL, sh_size=1, sh_link=SHN_UNDEF, sh_info=phnum)
+    return ehdr, shdr, ph_end + len(shdr)
 
 
 def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, VmcoreLayout]:
     """
-    Return /vmcore of *dump* as an extent map, and its layout.
+    Return /vmcore of *dump* as an extent map, and its layout. Time and
+    memory are linear in ranges + CPUs.
 
     :param vaddr_base: added to p_paddr to give p_vaddr (0 before Linux 6.10,
         the identity-mapping base since)
     """
     ranges = dump.ranges
     phnum = 1 + len(ranges)
-    header_size = page_align(ELF64_EHDR.size + phnum * ELF64_PHDR.size)
+    ehdr, tail, head_size = elf_header(phnum)
+    header_size = page_align(head_size)
     notes = build_notes(dump.cpus, dump.vmcoreinfo)
     notes_block = page_align(len(notes))
-    ehdr = ELF64_EHDR.pack(e_ident=ELF_IDENT_S390X, e_type=ET_CORE, e_machine=EM.S390, e_version=1,
-                           e_phoff=ELF64_EHDR.size, e_ehsize=ELF64_EHDR.size,
-                           e_phentsize=ELF64_PHDR.size, e_phnum=phnum)
     phdrs = [ELF64_PHDR.pack(p_type=PT.NOTE, p_offset=header_size, p_filesz=len(notes), p_memsz=len(notes))]
     data_extents: list[Extent] = []
-    loads = []
     offset = header_size + notes_block
+    pack, read, mask = LOAD_PHDR.pack, dump.read, PAGE_SIZE - 1
     for start, end in ranges:
-        aligned = start - start % PAGE_SIZE
-        span = page_align(end) - aligned
-        p_offset = offset + (start - aligned)
-        phdrs.append(ELF64_PHDR.pack(p_type=PT.LOAD, p_flags=PF_RWX, p_offset=p_offset,
-                                     p_vaddr=vaddr_base + start, p_paddr=start, p_filesz=end - start,
-                                     p_memsz=end - start, p_align=PAGE_SIZE))
-        data_extents.append(MemoryExtent(aligned, span, dump.read))
-        loads.append((p_offset, start, end - start))
+        aligned = start & ~mask
+        span = ((end + mask) & ~mask) - aligned
+        size = end - start
+        phdrs.append(pack(PT.LOAD, PF_RWX, offset + (start - aligned), vaddr_base + start, start, size, size,
+                          PAGE_SIZE))
+        data_extents.append(MemoryExtent(aligned, span, read))
         offset += span
-    head = ehdr + b"".join(phdrs)
+    head = ehdr + b"".join(phdrs) + tail
     extents: list[Extent] = [
         BytesExtent(head), ZeroExtent(header_size - len(head)),
         BytesExtent(notes), ZeroExtent(notes_block - len(notes)),
     ] + data_extents
     f = ExtentFile(extents)
-    layout = VmcoreLayout(header_size, header_size, len(notes), loads, f.size)
+    layout = VmcoreLayout(header_size, header_size, len(notes), f.size, phnum, head_size - len(tail) if tail else 0)
     return f, layout

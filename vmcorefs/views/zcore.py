@@ -49,9 +49,11 @@ zfcpdump system (reference section 8):
     zeros would claim memory that is not empty. ``/vmcore`` still leaves
     the range out, as ``/proc/vmcore`` does.
 
-The view is built once; reads are synthesized on demand from an extent
-map (header, memory, zeros, save areas), made non-overlapping and sorted
-when built.
+The view is built once, ``mem`` and ``memmap`` at their first read (their
+sizes are known before: the mount of a machine of 100,000 ranges does not
+wait for them); reads are synthesized on demand from an extent map
+(header, memory, zeros, save areas), made non-overlapping and sorted when
+built, in time linear in ranges + CPUs.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from ..dump import CpuState, Dump
 from ..errors import InputError
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_HDR, DF_S390_HDR_SIZE, DF_S390_MAGIC,
                        DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET)
-from .extents import BytesExtent, Extent, ExtentFile, LiveText, MemoryExtent, ZeroExtent
+from .extents import BytesExtent, Extent, ExtentFile, LazyFile, LiveText, MemoryExtent, ZeroExtent
 from .tree import Directory, File, text_file
 
 __all__ = ("build_mem", "build_zcore", "hsa_text", "lay_over", "memmap_text", "save_area_blocks", "zcore_header")
@@ -184,8 +186,11 @@ def hsa_text(dump: Dump) -> str:
 def build_zcore(dump: Dump) -> Directory:
     """Return the /zcore directory of *dump*."""
     d = Directory("zcore")
-    d.add(File("mem", build_mem(dump)))
-    d.add(text_file("memmap", memmap_text(dump.machine.memory)))
+    # both built at the first read: their sizes are known without them
+    memory = dump.machine.memory
+    d.add(File("mem", LazyFile(DF_S390_HDR_SIZE + dump.machine.memory_end, lambda: build_mem(dump))))
+    d.add(File("memmap", LazyFile(CHUNK_INFO_SIZE * len(memory),
+                                  lambda: ExtentFile([BytesExtent(memmap_text(memory).encode())]))))
     d.add(text_file("reipl", dump.report.reipl_block or b""))
     async def release(data: bytes) -> None:
         """Release the HSA on "0" (with or without a newline)."""

@@ -26,7 +26,9 @@ next open or read that reaches the daemon, or within half a second
 (:meth:`Operations.watch`); an open drops the file's pages before it
 returns, so a file opened after a change never shows what was cached
 before it. Files made at every read (:class:`LiveText`) are read with
-direct I/O.
+direct I/O. A short read that reaches the daemon also brings the aligned
+64 KiB around it into the cache (FUSE_NOTIFY_STORE): crash and drgn read
+scattered words and pages, most of them near each other.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20  # readers that honour st_blksize ask for 1 MiB
 READAHEAD_KB = 1024  # the kernel reads ahead this much (its default for FUSE: 128 KiB)
+PREFETCH = 64 << 10  # a smaller read that reaches the daemon brings the aligned block around it into the cache
 
 
 class _Node:
@@ -99,6 +102,10 @@ class Operations(pyfuse3.Operations):
         self._generation = generation() if generation is not None else 0
         self._stale: set[int] = set()  # cached inodes whose pages their next open drops
         self.readahead_file: str | None = None  # the mount's read_ahead_kb in sysfs, set at the first open
+        self._inodes: dict[int, int] = {}  # file handle -> inode
+        self._epoch = 0  # changes whenever cached pages must go: a prefetch read before then is not stored
+        self._store_lock: trio.Lock | None = None  # held while prefetched pages are stored
+        self._fetched: dict[tuple[int, int], None] = {}  # (inode, block) prefetched lately
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -144,6 +151,8 @@ class Operations(pyfuse3.Operations):
                 node.attr.st_blocks = (node.obj.size + 511) // 512
                 (written if node.obj.write is not None else settled).append(inode)
 
+        async with self._storing():
+            self._new_epoch()
         with trio.move_on_after(10):
             await trio.to_thread.run_sync(_invalidate, settled, abandon_on_cancel=True)
         with trio.move_on_after(0.1):
@@ -162,6 +171,7 @@ class Operations(pyfuse3.Operations):
         if gen == self._generation:
             return False
         self._generation = gen
+        self._new_epoch()
         self._stale = {inode for inode in self.nodes if self.cached(inode)}
         log.info("the content changed (content generation %d): dropping the cached pages", gen)
         return True
@@ -182,7 +192,48 @@ class Operations(pyfuse3.Operations):
     async def _drop_stale(self) -> None:
         """Drop the pages of the stale files (from a thread: the kernel waits for pages being read)."""
         inodes = sorted(self._stale)  # their next opens drop them again, in case this comes late
-        await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
+        async with self._storing():  # after any store of pages read before the change
+            await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
+
+    def _new_epoch(self) -> None:
+        self._epoch += 1
+        self._fetched.clear()
+
+    def _storing(self) -> trio.Lock:
+        if self._store_lock is None:
+            self._store_lock = trio.Lock()
+        return self._store_lock
+
+    def _want_prefetch(self, inode: int, f: File, off: int, n: int) -> None:
+        """
+        After a read shorter than :data:`PREFETCH` that reached the daemon
+        (crash and drgn read 8 bytes to a page at scattered places, most
+        near each other), read the aligned block around it and store it in
+        the kernel's cache (FUSE_NOTIFY_STORE): the reader's next reads
+        nearby need no round trip. A block with a page that cannot be read
+        is not stored (that page fails when it is read); nothing read
+        before a change (:meth:`refresh`, a new generation) is stored after it.
+        """
+        block = off - off % PREFETCH
+        key = (inode, block)
+        if n >= PREFETCH or key in self._fetched or not self.cached(inode):
+            return
+        if len(self._fetched) >= 4096:
+            self._fetched.clear()
+        self._fetched[key] = None
+        end = min(block + PREFETCH, f.size)
+        skip = (off - off % 4096, min(end, off + n + (-(off + n)) % 4096))  # the reader's own pages, locked now
+        trio.lowlevel.spawn_system_task(self._prefetch, inode, f, block, end, skip, self._epoch)
+
+    async def _prefetch(self, inode: int, f: File, start: int, end: int, skip: tuple[int, int], epoch: int) -> None:
+        try:
+            data = await f.content.read(start, end - start)
+        except Exception:  # noqa: BLE001 - the reader's own read tells
+            return
+        pieces = [(start, data[:skip[0] - start]), (skip[1], data[skip[1] - start:])]
+        async with self._storing():
+            if epoch == self._epoch:
+                await trio.to_thread.run_sync(_store, inode, pieces, abandon_on_cancel=True)
 
     def _node(self, inode: int) -> _Node:
         node = self.nodes.get(inode)
@@ -233,6 +284,7 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.open_files[fh] = node.obj
+        self._inodes[fh] = inode
         if not self.cached(inode):  # made at every read: each read comes here
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if self.readahead_file is not None:
@@ -244,7 +296,10 @@ class Operations(pyfuse3.Operations):
         # open returns
         self._check_generation()
         keep = inode not in self._stale
-        self._stale.discard(inode)
+        if not keep:
+            self._stale.discard(inode)
+            async with self._storing():  # a store of pages read before the change ends first
+                pass
         return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=keep)
 
     async def read(self, fh, off, size):
@@ -257,6 +312,8 @@ class Operations(pyfuse3.Operations):
                 # noticed while reading: the open files' pages go now, not
                 # waited for (the kernel holds this read's pages locked)
                 trio.lowlevel.spawn_system_task(self._drop_stale)
+            elif PREFETCH:
+                self._want_prefetch(self._inodes[fh], f, off, len(data))
             return data
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
@@ -286,6 +343,7 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh):
         self.open_files.pop(fh, None)
+        self._inodes.pop(fh, None)
 
     async def statfs(self, ctx):
         st = pyfuse3.StatvfsData()
@@ -362,6 +420,16 @@ def _bdi_readahead_file(mountpoint: str) -> str | None:
         if len(fields) > 4 and fields[4] == escaped:
             return f"/sys/class/bdi/{fields[2]}/read_ahead_kb"
     return None
+
+
+def _store(inode: int, pieces: list[tuple[int, bytes]]) -> None:
+    """Put *pieces* (offset, bytes) of *inode* into the kernel's page cache."""
+    for offset, data in pieces:
+        if data:
+            try:
+                pyfuse3.notify_store(inode, offset, data)
+            except OSError:
+                pass  # the kernel dropped the inode meanwhile
 
 
 def _invalidate(inodes: list[int]) -> None:

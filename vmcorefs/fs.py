@@ -26,9 +26,9 @@ next open or read that reaches the daemon, or within half a second
 (:meth:`Operations.watch`); an open drops the file's pages before it
 returns, so a file opened after a change never shows what was cached
 before it. Files made at every read (:class:`LiveText`) are read with
-direct I/O. A short read that reaches the daemon also brings the aligned
-64 KiB around it into the cache (FUSE_NOTIFY_STORE): crash and drgn read
-scattered words and pages, most of them near each other.
+direct I/O. A second short read that reaches the daemon in the same aligned
+64 KiB brings that block into the cache (FUSE_NOTIFY_STORE): crash and drgn
+read scattered words and pages, most of them near each other.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class Operations(pyfuse3.Operations):
         self._epoch = 0  # changes whenever cached pages must go: a prefetch read before then is not stored
         self._store_lock: trio.Lock | None = None  # held while prefetched pages are stored
         self._fetched: dict[tuple[int, int], None] = {}  # (inode, block) prefetched lately
+        self._missed: dict[tuple[int, int], None] = {}  # (inode, block) with one short read that reached us
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -198,6 +199,7 @@ class Operations(pyfuse3.Operations):
     def _new_epoch(self) -> None:
         self._epoch += 1
         self._fetched.clear()
+        self._missed.clear()
 
     def _storing(self) -> trio.Lock:
         if self._store_lock is None:
@@ -206,11 +208,12 @@ class Operations(pyfuse3.Operations):
 
     def _want_prefetch(self, inode: int, f: File, off: int, n: int) -> None:
         """
-        After a read shorter than :data:`PREFETCH` that reached the daemon
-        (crash and drgn read 8 bytes to a page at scattered places, most
-        near each other), read the aligned block around it and store it in
-        the kernel's cache (FUSE_NOTIFY_STORE): the reader's next reads
-        nearby need no round trip. A block with a page that cannot be read
+        At the second read shorter than :data:`PREFETCH` that reaches the
+        daemon in the same aligned block (crash and drgn read 8 bytes to a
+        page at scattered places, most near each other), read that block
+        and store it in the kernel's cache (FUSE_NOTIFY_STORE): the reader's
+        next reads nearby need no round trip, while reads spread wide do not
+        pay for blocks nobody reads again. A block with a page that cannot be read
         is not stored (that page fails when it is read); nothing read
         before a change (:meth:`refresh`, a new generation) is stored after it.
         """
@@ -218,6 +221,12 @@ class Operations(pyfuse3.Operations):
         key = (inode, block)
         if n >= PREFETCH or key in self._fetched or not self.cached(inode):
             return
+        if key not in self._missed:
+            if len(self._missed) >= 65536:
+                self._missed.clear()
+            self._missed[key] = None
+            return
+        del self._missed[key]
         if len(self._fetched) >= 4096:
             self._fetched.clear()
         self._fetched[key] = None

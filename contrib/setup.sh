@@ -15,6 +15,8 @@ if [ "${1:-}" = test ]; then
     # the guests of tests/guest.py: qemu-system-s390x boots ../shared/guest's
     # kernel, the cross compiler builds the static /init (contrib/fixtures/init.c)
     want+=(qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross)
+    # python-lzo (the lzo codec of kdump-compressed dumps) builds against it
+    want+=(liblzo2-dev)
 fi
 missing=()
 for p in "${want[@]}"; do

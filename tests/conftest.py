@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -251,3 +254,101 @@ def run(cmd, *, timeout: float = 300, ok: bool = True, **kw) -> subprocess.Compl
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({res.returncode}):\n"
                              f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
+
+
+# --------------------------------------------------------------------------
+# small machines and what the command line says
+
+
+PAGE = 4096
+
+
+MIB = 1 << 20
+
+
+def small_machine(tmp_path: Path, name: str = "m", *, size: int = 16 * MIB, seed: int = 1,
+                  every: int = 7, latency_us: int = 0) -> Path:
+    """
+    Write a stand-alone machine of *size* bytes whose memory is zero except
+    for random data in every *every*-th page; return its description.
+    """
+    import random
+    rng = random.Random(seed)
+    raw = tmp_path / f"{name}.raw"
+    with open(raw, "wb") as f:  # sparse: the zero pages are holes
+        for page in range(0, size // PAGE, every):
+            f.seek(page * PAGE)
+            f.write(rng.randbytes(PAGE))
+        f.truncate(size)
+    sa = bytearray(512)
+    struct.pack_into(">I", sa, 0x118, 0x20000)  # prefix: the boot CPU is dumped
+    struct.pack_into(">QQ", sa, 0x100, 0x0704C00180000000, 0x100000 + seed)  # PSW
+    (tmp_path / f"{name}.cpu").write_bytes(bytes(sa))
+    desc = tmp_path / f"{name}.toml"
+    run_vmcorefs("emulate", raw, "-o", desc, "--save-areas", tmp_path / f"{name}.cpu", "--hsa-size", "1M",
+                  "--sclp-latency-us", str(latency_us))
+    return desc
+
+
+def vmcore_bytes(source: str) -> bytes:
+    """/vmcore of *source*, built in this process (the reference for saved files)."""
+    import trio
+
+    from vmcorefs.dump import Dump
+    from vmcorefs.sources import open_source
+    from vmcorefs.views.vmcore import build_vmcore
+
+    async def build() -> bytes:
+        machine = open_source(source)
+        try:
+            dump = await Dump.open(machine)
+            vmcore, _ = build_vmcore(dump)
+            return await vmcore.read(0, vmcore.size)
+        finally:
+            machine.close()
+    return trio.run(build)
+
+
+def sha_line(stdout: str) -> tuple[str, str]:
+    """The ``SHA256  OUT`` line save prints last."""
+    digest, name = stdout.strip().splitlines()[-1].split("  ", 1)
+    assert re.fullmatch(r"[0-9a-f]{64}", digest), stdout
+    return digest, name
+
+
+def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode != 0, res
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vmcorefs: "), res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture
+def faulty_machine(tmp_path):
+    rng = random.Random(9)
+    image = bytearray(rng.randbytes(40 * MIB))
+    (tmp_path / "mem.raw").write_bytes(image)
+    sa = bytearray(512)
+    struct.pack_into(">I", sa, 0x118, 0x20000)
+    (tmp_path / "cpu.bin").write_bytes(bytes(sa))
+    run_vmcorefs("emulate", tmp_path / "mem.raw", "-o", tmp_path / "m.toml", "--save-areas", tmp_path / "cpu.bin",
+                 "--hsa-size", "32M")
+    text = (tmp_path / "m.toml").read_text()
+    # no HSA page cache here: every read must really go to the (faulty) SCLP
+    text = text.replace("[hsa]\n", '[hsa]\nfaults_file = "faults.toml"\nreader_timeout_ms = 100\n'
+                                   'reader_busy_delay_us = 0\nreader_cache_pages = 0\n')
+    (tmp_path / "m.toml").write_text(text)
+    old = bytearray(image)
+    old[0x1200:0x1400] = sa
+    return tmp_path, bytes(old)
+
+
+def mount_options(mountpoint) -> list[str]:
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[1] == str(mountpoint):
+                return parts[3].split(",")
+    raise AssertionError(f"{mountpoint} not in /proc/mounts")

@@ -9,6 +9,8 @@ what vmcorefs reads and what the kernel wrote:
                      while the capture kernel runs (crashkernel swapped)
 ``qemu-kdump.elf``   QMP ``dump-guest-memory`` (ELF, paging off) of the same
                      stopped VM, right after the pmemsave
+``qemu-kdump.kdump-zlib``  the same in QEMU's kdump-compressed format (``format
+                     kdump-zlib``, the only kdump format QEMU 7.2 has for s390x)
 ``proc-vmcore.elf``  the capture kernel's /proc/vmcore, copied byte for byte
                      to a virtio-blk disk after the VM continued (the oracle)
 ``cpus.json``        QMP ``query-cpus-fast`` at that moment, the CPUs taken
@@ -56,7 +58,7 @@ CRASH_CPU = 1  # init.c pins the crashing task to CPU 1
 MARKER_TIMEOUT = 240  # seconds from one console marker to the next (TCG on a busy host)
 RUN_TIMEOUT = 600  # the whole boot-crash-capture cycle
 SETUP_HINT = "bash contrib/setup.sh test installs qemu-system-misc, gcc-s390x-linux-gnu, libc6-dev-s390x-cross"
-FILES = ("ram.raw", "qemu-kdump.elf", "proc-vmcore.elf", "cpus.json", "console.log")
+FILES = ("ram.raw", "qemu-kdump.elf", "qemu-kdump.kdump-zlib", "proc-vmcore.elf", "cpus.json", "console.log")
 
 
 class GuestError(RuntimeError):
@@ -318,6 +320,8 @@ def run_guest(work: Path, out: Path, initrd: Path, *, smp: int, cpu: str, memory
         cpus = qmp.cmd("query-cpus-fast")
         registers = qmp.cmd("human-monitor-command", **{"command-line": "info registers -a"})
         qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out / 'qemu-kdump.elf'}")
+        qmp.cmd("dump-guest-memory", paging=False, format="kdump-zlib",
+                protocol=f"file:{out / 'qemu-kdump.kdump-zlib'}")
         times["saved"] = round(time.monotonic() - t0, 2)
         qmp.cmd("cont")
         console.type("go\n")
@@ -396,7 +400,8 @@ def guest_kdump(name: str, *, smp: int = 2, cpu_options: str = "", offline_cpus:
             run = run_guest(work, tmp, initrd, smp=smp, cpu=cpu, memory_mib=memory_mib, append=append)
             for big in ("ram.raw", "qemu-kdump.elf"):
                 dig_holes(tmp / big)
-                os.chmod(tmp / big, 0o644)  # QEMU makes its dump 0600
+            for dump in ("ram.raw", "qemu-kdump.elf", "qemu-kdump.kdump-zlib"):
+                os.chmod(tmp / dump, 0o644)  # QEMU makes its dumps 0600
             (work / "initrd.cpio").unlink()  # the bzImage again; init and capture.cpio stay
             cpus = {"query-cpus-fast": run["query-cpus-fast"], "offline_cpus": sorted(offline_cpus),
                     "online_cpus": [c for c in range(smp) if c not in offline_cpus], "crash_cpu": CRASH_CPU,

@@ -241,3 +241,24 @@ def write_description(path, image_name: str, environment: str, cpus: list[dict],
         if c.get("save_area") is not None:
             lines.append(f'save_area = "{c["save_area"].hex()}"')
     path.write_text("\n".join(lines) + "\n")
+
+
+HDR = 0x1000
+MAGIC = 0xA8190173618F23FD
+TOD_EPOCH = 0x7D91048BCA000000  # TOD = TOD_EPOCH + (unix microseconds << 12)
+
+
+def small_dump(version: int = 5, magic: int = MAGIC, mem_size: int = 4 * MIB, prefixes=(0x10000,),
+               **fields) -> bytearray:
+    hdr = bytearray(HDR)
+    struct.pack_into(">QIIIIQQQI", hdr, 0, magic, version, fields.get("header_size", 0x1000), 4,
+                     fields.get("page_size", 4096), mem_size, 0, mem_size, mem_size // 4096)
+    struct.pack_into(">Q", hdr, 0x38, TOD_EPOCH + (1_700_000_000_000_000 << 12))
+    struct.pack_into(">I", hdr, 0x48, fields.get("arch", 2))
+    struct.pack_into(">HH", hdr, 0x5D, len(prefixes), len(prefixes))
+    struct.pack_into(f">{len(prefixes)}I", hdr, 0x800, *prefixes)
+    mem = bytearray(mem_size)
+    for i, p in enumerate(prefixes):
+        lay_save_areas(mem, 0, [(p, pack_save_area(regs(i, p)))])
+    lay_save_areas(mem, 0, [(0, pack_save_area(regs(5, 0x3000)))])  # absolute 0x1200
+    return hdr + mem

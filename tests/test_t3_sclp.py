@@ -120,9 +120,10 @@ async def test_release():
 
 
 async def test_busy_device_refuses_when_full():
-    dev = device(max_inflight=1, latency=0.05)
+    dev = device(max_inflight=1, latency=0.5)
     async with trio.open_nursery() as n:
         n.start_soon(dev.service_call, SdiasRequest(0, 2, 1, bytearray(4096)))
-        await trio.sleep(0.01)
+        while dev.inflight < 1:  # a state, not a time: the first request is in flight
+            await trio.sleep(0.001)
         with pytest.raises(SclpBusy):
             await dev.service_call(SdiasRequest(0, 3, 1, bytearray(4096)))

@@ -23,20 +23,18 @@ import time
 import pytest
 import trio
 
-from conftest import run_vmcorefs, sha256_file
-from reference import (RT_HSA, RT_PREFIXES, RT_SIZE, lay_save_areas,
-                       make_image, pack_save_area, parse_header, regs, write_description)
+from conftest import mount_options, run_vmcorefs, sha256_file
+from reference import (MAGIC, TOD_EPOCH, RT_HSA, RT_PREFIXES, RT_SIZE, lay_save_areas,
+                       make_image, pack_save_area, parse_header, regs, small_dump, write_description)
 from vmcorefs.demo import demo_cpu_regs, demo_words
 from vmcorefs.errors import InputError, MemoryReadError
 
 MIB = 1 << 20
-HDR = 0x1000
+HDR = 0x1000  # the s390 dump header (reference.HDR)
 DEMO_END = 640 * MIB
 DEMO_HOLE = (256 * MIB, 384 * MIB)
 DEMO_PREFIXES = [0x20000, 0x22000, 0x24000, 0x26000]
 DEMO_HSA = 32 * MIB
-MAGIC = 0xA8190173618F23FD
-TOD_EPOCH = 0x7D91048BCA000000  # TOD = TOD_EPOCH + (unix microseconds << 12)
 
 
 # --------------------------------------------------------------------------
@@ -84,15 +82,6 @@ def hash_range(path, offset: int, length: int, chunk: int = 4 * MIB) -> str:
     finally:
         os.close(fd)
     return h.hexdigest()
-
-
-def mount_options(mountpoint) -> list[str]:
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if parts[1] == str(mountpoint):
-                return parts[3].split(",")
-    raise AssertionError(f"{mountpoint} not in /proc/mounts")
 
 
 # --------------------------------------------------------------------------
@@ -383,22 +372,6 @@ def test_save_area_blocks_later_cpu_wins():
 
 # --------------------------------------------------------------------------
 # s390 dump files that are not usable
-
-
-def small_dump(version: int = 5, magic: int = MAGIC, mem_size: int = 4 * MIB, prefixes=(0x10000,),
-               **fields) -> bytearray:
-    hdr = bytearray(HDR)
-    struct.pack_into(">QIIIIQQQI", hdr, 0, magic, version, fields.get("header_size", 0x1000), 4,
-                     fields.get("page_size", 4096), mem_size, 0, mem_size, mem_size // 4096)
-    struct.pack_into(">Q", hdr, 0x38, TOD_EPOCH + (1_700_000_000_000_000 << 12))
-    struct.pack_into(">I", hdr, 0x48, fields.get("arch", 2))
-    struct.pack_into(">HH", hdr, 0x5D, len(prefixes), len(prefixes))
-    struct.pack_into(f">{len(prefixes)}I", hdr, 0x800, *prefixes)
-    mem = bytearray(mem_size)
-    for i, p in enumerate(prefixes):
-        lay_save_areas(mem, 0, [(p, pack_save_area(regs(i, p)))])
-    lay_save_areas(mem, 0, [(0, pack_save_area(regs(5, 0x3000)))])  # absolute 0x1200
-    return hdr + mem
 
 
 @pytest.mark.parametrize("case", ["version", "magic"])

@@ -18,6 +18,7 @@ facility or not.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import struct
@@ -149,7 +150,7 @@ EMULATE = {
     "emulate-cpus-from-qemu-elf": ["--environment", "kdump", "--cpus-from-elf", "qemu-kdump.elf"],
     "emulate-standalone": ["--environment", "standalone"],
 }
-SOURCES = ["qemu-kdump.elf", "ram.raw", *EMULATE]
+SOURCES = ["qemu-kdump.elf", "qemu-kdump.kdump-zlib", "ram.raw", *EMULATE]
 
 
 @pytest.fixture(scope="module")
@@ -276,4 +277,43 @@ def test_mounted_qemu_dump_is_the_kernels_vmcore(guest, mounter):
     if sha256_file(vmcore) != kernel_sha256(kernel):
         pytest.fail(f"the mounted /vmcore of qemu-kdump.elf is not the kernel's /proc/vmcore:\n"
                     f"{explain_difference(vmcore, kernel)}")
+    m.unmount()
+
+
+def test_qemu_kdump_zlib_holds_the_memory_of_its_elf_dump(guest, mounter, tmp_path):
+    """
+    QEMU's kdump-zlib dump of the same stopped guest (a flattened stream,
+    rebuilt by makedumpfile -R and read by libkdumpfile, an independent
+    reader of the format) holds every page of RAM with the bytes of QEMU's
+    ELF dump; mounted as it is, it is the kernel's /proc/vmcore, as the ELF
+    dump is.
+    """
+    from test_t6_consumers import require_s390x
+    zlib_dump, elf = guest / "qemu-kdump.kdump-zlib", guest / "qemu-kdump.elf"
+    with open(zlib_dump, "rb") as f:
+        assert f.read(16) == b"makedumpfile\0\0\0\0"  # QEMU writes the flattened format
+    import subprocess
+    rebuilt = tmp_path / "rebuilt.kdump"
+    with open(zlib_dump, "rb") as stream:
+        subprocess.run(require_s390x("makedumpfile") + ["-R", str(rebuilt)], stdin=stream, check=True,
+                       capture_output=True, timeout=600)
+    (load,) = [p for p in phdrs(elf) if p["type"] == PT_LOAD]
+    addrs = list(range(0, load["filesz"], 4096 * 61))
+    script = ("import hashlib, sys, kdumpfile\nk = kdumpfile.kdumpfile(sys.argv[1])\n"
+              "for a in sys.argv[2:]:\n"
+              "    print(hashlib.sha256(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(a), 4096)).hexdigest())\n")
+    res = subprocess.run(["/usr/bin/python3", "-c", script, rebuilt, *map(str, addrs)], capture_output=True,
+                         text=True)
+    if "No module named 'kdumpfile'" in res.stderr:
+        pytest.skip("python3-libkdumpfile is missing for /usr/bin/python3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    with open(elf, "rb") as f:
+        want = []
+        for a in addrs:
+            f.seek(load["offset"] + a - load["paddr"])
+            want.append(hashlib.sha256(f.read(4096)).hexdigest())
+    assert res.stdout.split() == want
+    m = mounter(zlib_dump)
+    assert sha256_file(m.path("vmcore")) == kernel_sha256(guest / "proc-vmcore.elf")
+    assert "QEMU dump-guest-memory" in m.path("meminfo/summary").read_text()
     m.unmount()

@@ -115,6 +115,8 @@ EMULATED = {
     # QEMU's view: CPU 0 runs the capture kernel (its vector registers are the
     # capture kernel's and must not be used), CPU 1 is stopped as it crashed
     "kdump-json": ["--environment", "kdump", "--cpus-json", str(FIXTURES / NAME / "cpu-state-kdump.json")],
+    # the same from QEMU's notes (VXRS of every CPU; CPU 0's are the capture kernel's)
+    "kdump-qemu-notes": ["--environment", "kdump", "--cpus-from-elf", "QEMU"],
     # the same memory as a stand-alone dump that caught the capture kernel running
     "standalone-found": ["--environment", "standalone"],
     "standalone-json": ["--environment", "standalone", "--cpus-json",
@@ -125,8 +127,9 @@ EMULATED = {
 @pytest.mark.parametrize("how", list(EMULATED))
 def test_emulated_descriptions_give_the_kernels_vmcore(how, ram, tmp_path):
     desc = tmp_path / "machine.toml"
-    run_vmcorefs("emulate", ram, *EMULATED[how], "-o", desc)
-    if how == "kdump-json":
+    args = [str(unpack_fixture(NAME, "qemu-kdump.elf")) if a == "QEMU" else a for a in EMULATED[how]]
+    run_vmcorefs("emulate", ram, *args, "-o", desc)
+    if how in ("kdump-json", "kdump-qemu-notes"):
         # the boot CPU runs the capture kernel: its given state is not written
         assert desc.read_text().count("vector = \"") == 1
     out = tmp_path / "vmcore.elf"

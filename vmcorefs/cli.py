@@ -31,6 +31,7 @@ import sys
 
 from . import __version__
 from .errors import InputError, VmcorefsError
+from .layouts import DEFAULT_HSA_SIZE
 
 __all__ = ("main",)
 
@@ -363,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="detected memory ranges from a file as /zcore/memmap writes it (START SIZE in hex, "
                          "a record a line). With more than 1000 ranges the description names such a file "
                          "(memory_map, written next to it as NAME.memmap) instead of listing them")
-    sp.add_argument("--hsa-size", type=parse_size, default=32 << 20, help="HSA size (default 32M)")
+    sp.add_argument("--hsa-size", type=parse_size, default=DEFAULT_HSA_SIZE, help="HSA size (default 32M)")
     sp.add_argument("--sclp-latency-us", type=int, default=0, help="emulated SCLP latency per request")
     sp.add_argument("--cpus-json", metavar="FILE", help="CPU states as JSON (the fixtures' cpu-state format)")
     sp.add_argument("--save-areas", metavar="FILE", help="512-byte save areas, boot CPU first")

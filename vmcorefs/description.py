@@ -24,28 +24,77 @@ import tomllib
 from typing import Any
 
 from .errors import InputError
+from .files import read_small
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
 from .machine import Cpu, Machine, merge_ranges
-from .sclp import SdiasDevice, load_fault_rules, reader_defaults
-from .stores import BytesStore, FaultyStore, OverlayStore, PatternStore, RawFileStore, SliceStore, Store, ZeroStore
+from .sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from .stores import BytesStore, FaultyStore, OverlayStore, RawFileStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "MEMORY_MAP_THRESHOLD", "cpus_from_json", "dump_toml", "load", "machine_from_doc",
            "memory_map_text", "read_memory_map", "save_area_from_regs")
 
 FORMAT = 1
-DEFAULT_HSA_SIZE = 32 << 20
 STORE_TYPES = ("raw", "demo", "zero")
 
 MEMORY_MAP_THRESHOLD = 1000  # 'vmcorefs emulate' writes a memory_map file for more ranges than this
 _HEX_NUMBER = re.compile(r"[0-9a-fA-F]{1,16}")
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
+MAX_DELAY_US = 10_000_000  # emulated latencies and timeouts: at most 10 s (a read must end)
 HSA_DEVICE_KEYS = {"latency_us", "max_blocks_per_request", "max_requests_in_flight", "faults_file", "size"}
 HSA_READER_KEYS = {"reader_blocks_per_request", "reader_requests_in_flight", "reader_cache_pages",
                    "reader_busy_delay_us", "reader_timeout_ms"}
 
 
-def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0) -> int:
+# The shape of a description: every key vmcorefs reads, with its type.
+# validate() checks a whole document against it before anything is built,
+# so the code that builds the machine can rely on the types; ranges and
+# relations (sizes, alignment, which environment takes which table) are
+# checked where the values are used, with _int.
+INT, STR, BOOL = "an integer", "a string", "true or false"
+SCHEMA: dict = {
+    "format": INT, "name": STR, "environment": STR, "vector": BOOL,
+    "memory": [{"start": INT, "size": INT}], "memory_map": STR,
+    "store": {"type": STR, "path": STR, "seed": INT, "faults_file": STR,
+              "patch": [{"address": INT, "data": STR}]},
+    "hsa": {**{key: INT for key in (HSA_DEVICE_KEYS | HSA_READER_KEYS) - {"faults_file"}}, "faults_file": STR},
+    "kdump": {"crashkernel_base": INT, "crashkernel_size": INT},
+    "cpu": [{"address": INT, "save_area": STR, "vector": STR}],
+}
+_KINDS = {INT: int, STR: str, BOOL: bool}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate(doc: dict, where: str, spec: Any = None, path: str = "") -> None:
+    """
+    Raise InputError unless *doc* has the types *spec* (default: the whole
+    description, :data:`SCHEMA`) gives: a dict is a TOML table of those
+    keys (others are not looked at), a one-item list an array of such
+    items, a string the name of a scalar type (a bool is no integer).
+    Messages name the file (*where*) and the key (``store.patch[0].address``).
+    """
+    if spec is None:
+        spec = SCHEMA
+    if isinstance(spec, dict):
+        if not isinstance(doc, dict):
+            raise InputError(f"{where}: {path} must be a table, not {_shown(doc)}")
+        for key, sub in spec.items():
+            if key in doc:
+                validate(doc[key], where, sub, f"{path}.{key}" if path else key)
+    elif isinstance(spec, list):
+        if not isinstance(doc, list):
+            raise InputError(f"{where}: {path} must be an array of tables, not {_shown(doc)}")
+        for i, item in enumerate(doc):
+            validate(item, where, spec[0], f"{path}[{i}]")
+    elif type(doc) is not _KINDS[spec]:
+        raise InputError(f"{where}: {path} must be {spec}, not {_shown(doc)}")
+
+
+def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0, maximum: int | None = None) -> int:
     value = doc.get(key, default)
     if value is None:
         raise InputError(f"{where}: missing {key}")
@@ -53,6 +102,8 @@ def _int(doc: dict, key: str, where: str, default: Any = None, minimum: int = 0)
         raise InputError(f"{where}: {key} must be an integer, not {value!r}")
     if value < minimum:
         raise InputError(f"{where}: {key} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise InputError(f"{where}: {key} must be at most {maximum}, not {value}")
     if value >= 1 << 64:
         raise InputError(f"{where}: {key} {value:#x} does not fit 64 bits")
     return value
@@ -73,15 +124,14 @@ def _hex(value: Any, where: str, size: int) -> bytes:
 
 def load(path: str) -> Machine:
     """Return the machine a description file describes."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    raw = read_small(path, "machine description")
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path} is not a vmcorefs machine description (TOML): {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{path} is not a vmcorefs machine description: its arrays or tables are nested "
+                         "too deeply") from None
     return machine_from_doc(doc, os.path.dirname(os.path.abspath(path)), os.path.basename(path))
 
 
@@ -176,10 +226,11 @@ def memory_map_text(ranges: list[tuple[int, int]]) -> str:
 def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> Machine:
     """Return the machine of a parsed description; paths are relative to *base_dir*."""
     where = name
-    if doc.get("format") != FORMAT:
+    if doc.get("format") != FORMAT or type(doc.get("format")) is not int:
         raise InputError(f"{where}: not a vmcorefs machine description (format = {FORMAT} missing)")
+    validate(doc, where)  # from here on every value read has its type
     environment = doc.get("environment", "standalone")
-    vector = bool(doc.get("vector", False))
+    vector = doc.get("vector", False)
 
     memory = doc.get("memory")
     memory_map = doc.get("memory_map")
@@ -208,12 +259,12 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
     end = ranges[-1][1]
 
     store_doc = doc.get("store")
-    if not isinstance(store_doc, dict):
+    if store_doc is None:
         raise InputError(f"{where}: missing [store]")
     stype = store_doc.get("type")
     if stype == "raw":
         spath = store_doc.get("path")
-        if not isinstance(spath, str):
+        if spath is None:
             raise InputError(f"{where}: [store] needs path")
         spath = os.path.join(base_dir, spath)
         store: Store = RawFileStore(spath, size=max(end, 0))
@@ -226,21 +277,17 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
         raise InputError(f"{where}: [store] type must be one of {', '.join(STORE_TYPES)}, not {stype!r}")
     try:
         if "faults_file" in store_doc:
-            if not isinstance(store_doc["faults_file"], str):
-                raise InputError(f"{where}: [store] faults_file must be a file name")
             store = FaultyStore(store, os.path.join(base_dir, store_doc["faults_file"]))
         patches = store_doc.get("patch", [])
         if patches:
             # bytes laid over the store at real addresses (test corruption, fix-ups)
-            if not isinstance(patches, list):
-                raise InputError(f"{where}: [[store.patch]] must be a list of {{ address, data }}")
             items = []
             for i, p in enumerate(patches):
                 pw = f"{where}: store.patch[{i}]"
                 addr = _int(p, "address", pw)
                 data = p.get("data")
-                if not isinstance(data, str):
-                    raise InputError(f"{pw}: data must be a hex string")
+                if data is None:
+                    raise InputError(f"{pw}: missing data (a hex string)")
                 try:
                     raw_patch = bytes.fromhex(re.sub(r"\s+", "", data))
                 except ValueError:
@@ -254,7 +301,7 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 raise InputError(f"{where}: store patches overlap: {exc}") from None
 
         cpus_doc = doc.get("cpu")
-        if not isinstance(cpus_doc, list) or not cpus_doc:
+        if not cpus_doc:
             raise InputError(f"{where}: no [[cpu]] (the boot CPU comes first)")
         if len(cpus_doc) > 4096:
             raise InputError(f"{where}: {len(cpus_doc)} CPUs is more than an s390x machine has (at most 4096)")
@@ -277,19 +324,15 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
             if hsa_size % 4096:
                 raise InputError(f"{where}: [hsa] size must be a multiple of 4096")
             hsa_size = min(hsa_size, end)
-            # the machine copied old memory [0, hsa_size) to the HSA, storing the
-            # boot CPU's status at 0x1200 first; the dump tool now occupies that memory
-            overlays = []
-            if cpus[0].save_area is not None:
-                overlays.append((SAVE_AREA_OFFSET, BytesStore(cpus[0].save_area, "boot CPU status")))
-            hsa_store = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
-            faults_file = None
-            if "faults_file" in hsa_doc:
-                faults_file = os.path.join(base_dir, hsa_doc["faults_file"])
-                load_fault_rules(faults_file)  # reject a bad file now
+            if cpus[0].save_area is not None and hsa_size < SAVE_AREA_OFFSET + len(cpus[0].save_area):
+                raise InputError(f"{where}: [hsa] size {hsa_size:#x} (or memory) ends before the boot CPU's "
+                                 f"status at {SAVE_AREA_OFFSET:#x}, which the machine stored into the HSA: "
+                                 "give at least 0x2000")
+            real, hsa_store = dump_ipl(store, hsa_size, cpus[0].save_area)
+            faults_file = os.path.join(base_dir, hsa_doc["faults_file"]) if "faults_file" in hsa_doc else None
             sclp = SdiasDevice(
                 hsa_store,
-                latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0) / 1e6,
+                latency=_int(hsa_doc, "latency_us", f"{where}: [hsa]", default=0, maximum=MAX_DELAY_US) / 1e6,
                 max_blocks=_int(hsa_doc, "max_blocks_per_request", f"{where}: [hsa]", default=1024, minimum=1),
                 max_inflight=_int(hsa_doc, "max_requests_in_flight", f"{where}: [hsa]", default=16, minimum=1),
                 faults_file=faults_file)
@@ -300,10 +343,10 @@ def machine_from_doc(doc: dict, base_dir: str = ".", name: str = "machine") -> M
                 "max_inflight": _int(hsa_doc, "reader_requests_in_flight", where, default=defaults["max_inflight"],
                                      minimum=1),
                 "cache_pages": _int(hsa_doc, "reader_cache_pages", where, default=defaults["cache_pages"]),
-                "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000) / 1e6,
-                "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1) / 1e3,
+                "busy_delay": _int(hsa_doc, "reader_busy_delay_us", where, default=1000, maximum=MAX_DELAY_US) / 1e6,
+                "timeout": _int(hsa_doc, "reader_timeout_ms", where, default=2000, minimum=1,
+                                maximum=MAX_DELAY_US // 1000) / 1e3,
             }
-            real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
         elif environment == "kdump":
             if "hsa" in doc:
                 raise InputError(f"{where}: a kdump environment has no [hsa]")
@@ -343,9 +386,9 @@ def cpus_from_json(path: str) -> tuple[list[dict], dict]:
     comparator, which SIGP STORE STATUS stores shifted right by 8), and the
     file's other top-level values.
     """
+    raw = read_small(path, "CPU-state file")
     try:
-        with open(path) as f:
-            doc = json.load(f)
+        doc = json.loads(raw)
         out = []
         for c in doc["cpus"]:
             h = lambda v: int(v, 16)  # noqa: E731
@@ -362,7 +405,7 @@ def cpus_from_json(path: str) -> tuple[list[dict], dict]:
                 vector = vector_from_notes(regs["fprs"], low, high)
             out.append({"address": c.get("cpu_address", c.get("qemu_cpu_index", len(out))),
                         "save_area": save_area_from_regs(**regs), "vector": vector})
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
         raise InputError(f"{path} is not a CPU-state JSON file: {exc}") from exc
     return out, {k: v for k, v in doc.items() if k != "cpus"}
 

@@ -20,6 +20,7 @@ import sys
 
 from .description import FORMAT, MEMORY_MAP_THRESHOLD, cpus_from_json, dump_toml, memory_map_text, read_memory_map
 from .errors import InputError
+from .files import read_small
 from .layouts import SAVE_AREA, SAVE_AREA_OFFSET
 from .machine import Cpu, Machine, OldMemory
 from .sources.raw import discover_cpus, find_oldmem, run_without_loop, vector_enabled
@@ -97,8 +98,7 @@ def emulate(args) -> int:
             vector = vector or (any(c.vector is not None for c in elf_cpus) if producer.startswith("kernel")
                                 else _cr0_vector(cpus))
         if args.save_areas:
-            with open(args.save_areas, "rb") as f:
-                data = f.read()
+            data = read_small(args.save_areas, "save area file", limit=4096 * 512)
             if not data or len(data) % 512:
                 raise InputError(f"{args.save_areas}: expected a multiple of 512 bytes, got {len(data)}")
             for i in range(0, len(data), 512):

@@ -79,6 +79,8 @@ class Operations(pyfuse3.Operations):
     :param generation: returns a number that changes when the content
         changed without an HSA release (a faults file reloaded, the source
         changed); None: it never does
+    :param xattrs: extended attributes every file and directory has,
+        hidden (not listed): what the daemon tells ``vmcorefs save``
     """
 
     supports_dot_lookup = True
@@ -87,8 +89,9 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
-                 generation: Callable[[], int] | None = None) -> None:
+                 generation: Callable[[], int] | None = None, xattrs: dict[bytes, bytes] | None = None) -> None:
         super().__init__()
+        self.xattrs = dict(xattrs or {})
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.file_mode = file_mode
@@ -340,6 +343,11 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         if f.write is None:
             raise pyfuse3.FUSEError(errno.EROFS)
+        if off != 0:
+            # a file that takes writes takes them whole, at its start: as
+            # zcore_hsa_write(), which answers EPIPE for any other position
+            log.error("write to %s at offset %#x refused: only a write at offset 0 counts", f.name, off)
+            raise pyfuse3.FUSEError(errno.EPIPE)
         try:
             await f.write(bytes(buf))
         except VmcorefsError as exc:
@@ -393,6 +401,17 @@ class Operations(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def getxattr(self, inode, name, ctx):
+        self._node(inode)
+        value = self.xattrs.get(name)
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
+
+    async def listxattr(self, inode, ctx):
+        self._node(inode)
+        return []  # hidden: for vmcorefs save, not for cp -a or tar
 
     async def setxattr(self, inode, name, value, ctx):
         raise pyfuse3.FUSEError(errno.EROFS)

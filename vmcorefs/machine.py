@@ -48,13 +48,18 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import FaultyStore, RawFileStore, Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "KIND_KERNEL_VMCORE", "Machine", "OldMemory", "merge_ranges",
-           "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_MAKEDUMPFILE", "Machine",
+           "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("standalone", "kdump", "file")
 KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a capture kernel's /proc/vmcore
+# where memory must end: /vmcore and /zcore/mem are files of (a little more
+# than) that size, and a file's size and offsets are signed 64-bit numbers
+MAX_MEMORY_END = 1 << 62
+KIND_MAKEDUMPFILE = "makedumpfile kdump-compressed dump"  # makedumpfile's output of such a /proc/vmcore
+KDUMP_VMCORE_KINDS = frozenset({KIND_KERNEL_VMCORE, KIND_MAKEDUMPFILE})  # a capture kernel left the crashkernel out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +96,8 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
     """
     starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
     if ranges and not any(map((PAGE_SIZE - 1).__and__, itertools.chain(starts, ends))) \
-            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])):
+            and all(map(operator.lt, starts, ends)) and all(map(operator.lt, ends, starts[1:])) \
+            and ends[-1] <= MAX_MEMORY_END:
         return list(ranges)  # sorted, aligned, not empty, none touching: as they are (linear, mostly in C)
     out: list[tuple[int, int]] = []
     for start, end in ranges:
@@ -99,6 +105,9 @@ def merge_ranges(ranges: list[tuple[int, int]], what: str = "memory") -> list[tu
             raise InputError(f"{what} range {start:#x}-{end:#x} is not page aligned")
         if end <= start:
             raise InputError(f"{what} range {start:#x}-{end:#x} is empty")
+        if end > MAX_MEMORY_END:
+            raise InputError(f"{what} range {start:#x}-{end:#x} ends beyond {MAX_MEMORY_END:#x} (4 EiB): "
+                             "more than a dump file can hold (file offsets are signed 64-bit)")
         if out and start < out[-1][1]:
             raise InputError(f"{what} ranges are unsorted or overlap at {start:#x}")
         if out and start == out[-1][1]:
@@ -212,6 +221,7 @@ class Machine:
         self._watched: list[Store] | None = None  # what generation() looks at
         self._images: dict[int, tuple[int, int]] = {}
         self._image_changes = 0
+        self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
 
     @property
     def memory_end(self) -> int:
@@ -234,8 +244,8 @@ class Machine:
 
     @property
     def is_kdump_vmcore(self) -> bool:
-        """Whether the source is a capture kernel's /proc/vmcore (the crashkernel left out of it)."""
-        return self.kind == KIND_KERNEL_VMCORE
+        """Whether the source is a capture kernel's /proc/vmcore, or made from one (the crashkernel left out of it)."""
+        return self.kind in KDUMP_VMCORE_KINDS
 
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""

@@ -27,11 +27,39 @@ from typing import Callable
 import trio
 
 from .errors import InputError, VmcorefsError
+from .machine import Machine
 from .sources import open_source
 
 __all__ = ("check_mountpoint", "mount", "unmount")
 
 log = logging.getLogger(__name__)
+
+
+def inputs_text(source: str, machine: Machine) -> str:
+    """
+    Return the files a mount of *source* reads, one ``DEV INO RDEV SIZE
+    MTIME_NS PATH`` line each: the SOURCE file and every file of the
+    machine's stores, as they were opened. The daemon gives it as the
+    hidden extended attribute ``user.vmcorefs.inputs`` of every file, so
+    that ``vmcorefs save MOUNTPOINT OUT`` refuses an OUT the mount reads
+    and a resume can tell that the files changed.
+    """
+    import stat
+
+    from .stores import files_read
+    lines = []
+    if source != "demo":
+        try:
+            st = os.stat(source)
+            lines.append((st.st_dev, st.st_ino, st.st_rdev if stat.S_ISBLK(st.st_mode) else 0, st.st_size,
+                          st.st_mtime_ns, source))
+        except OSError:
+            pass
+    for store in files_read(machine.real, machine.sclp.hsa if machine.sclp is not None else None):
+        dev, ino, size, mtime = store.identity
+        rdev = os.fstat(store.fd).st_rdev if store.block and store.fd >= 0 else 0
+        lines.append((dev, ino, rdev, size, mtime, store.path))
+    return "".join(f"{' '.join(map(str, ln[:5]))} {ln[5]}\n" for ln in lines)
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -83,7 +111,8 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         gc.freeze()  # and none of them is looked at by a collection later
         allow_other = options.get("allow_other", False)
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
-                            dir_mode=0o555 if allow_other else 0o500, generation=machine.generation)
+                            dir_mode=0o555 if allow_other else 0o500, generation=machine.generation,
+                            xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()})
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
     except VmcorefsError as exc:
         if machine is not None:

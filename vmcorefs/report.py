@@ -151,6 +151,7 @@ def info_text(dump: Dump, vmcore_size: int, source: str) -> str:
         ("crashkernel", crashkernel_text(rep)),
         ("cpus", cpus_text(dump)),
         ("/vmcore", f"{vmcore_size} bytes ({size_text(vmcore_size)}), {len(dump.ranges)} PT_LOAD"),
+    ] + ([("dump level", m.page_filter.text())] if m.page_filter is not None else []) + [
         ("os_info", os_info_text(rep)),
         ("vmcoreinfo", rep.vmcoreinfo_source),
         ("checks", f"{len(rep.checks) - len(bad)} OK, {len(bad)} BAD" + (" ('vmcorefs check' tells which)"
@@ -193,6 +194,9 @@ def summary_text(dump: Dump) -> str:
     out += _ranges(m.memory)
     exported = sum(e - s for s, e in dump.ranges)
     out.append(f"exported: {size_text(exported)} in {len(dump.ranges)} range(s)")
+    if m.page_filter is not None:
+        out.append(f"dump level: {m.page_filter.text()}")
+        out.append(f"excluded pages: {m.page_filter.excluded_pages}")
     out += _ranges(dump.ranges)
     if m.sclp:
         out.append(f"hsa: {size_text(m.hsa_size)} ({m.hsa_size:#x})"

@@ -26,9 +26,13 @@ file, a block device or a pipe, the job zfcpdump's user space or
   chunk's end.
   On resume the written prefix is read back and hashed, and every recorded
   value must match (so the final SHA-256 covers the bytes really in the
-  file); the source must still give the same first and last chunk. A
-  mismatch stops with an error: a damaged or foreign partial file is never
-  continued.
+  file); the source must still give the same first and last chunk and be
+  what the state recorded when the save began (:func:`source_identity`:
+  device, inode, size and mtime of its files, sampled pages of a dump
+  file). A mismatch stops with an error: a damaged or foreign partial file,
+  or a changed source, is never continued;
+- a file the dump is read from that changes during the save stops it
+  before the chunk then read is recorded (:meth:`Source.check_unchanged`).
 
 With the SHA-256 (the default) the bytes pass through this process: the
 hash needs every one of them, and once here one ``pwrite`` is the only copy
@@ -56,7 +60,9 @@ import time
 
 import trio
 
-from .errors import InputError, VmcorefsError
+from .errors import InputError, MemoryReadError, VmcorefsError
+from .files import identity, open_input, os_error_text, read_small
+from .stores import files_read
 
 __all__ = ("DEFAULT_CHUNK", "SaveResult", "save")
 
@@ -69,7 +75,7 @@ DEFAULT_CHUNK = 8 << 20
 # every SYNC_CHUNKS chunks or SYNC_BYTES bytes, whichever comes first
 SYNC_CHUNKS = 4
 SYNC_BYTES = 64 << 20
-STATE_MAGIC = "vmcorefs-partial 1"
+STATE_MAGIC = "vmcorefs-partial 2"  # 2: with the source's identity (input and sample lines)
 ELF_MAGIC = b"\x7fELF"
 ZERO_PAGE = bytes(PAGE)
 ZERO_BLOCK = bytes(BLOCK)
@@ -100,8 +106,24 @@ class Source:
     async def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
+    def check_unchanged(self) -> None:
+        """Raise SaveError if what the bytes come from changed since the source was opened."""
+
     def close(self) -> None:
         pass
+
+
+INPUTS_XATTR = "user.vmcorefs.inputs"  # a mount's files it reads: "DEV INO RDEV SIZE MTIME_NS PATH" lines
+
+
+def parse_inputs(text: str) -> list[tuple[int, int, int, int, int, str]]:
+    """Return the ``(dev, ino, rdev, size, mtime_ns, path)`` records of a mount's :data:`INPUTS_XATTR`."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split(" ", 5)
+        if len(fields) == 6 and all(f.isdigit() for f in fields[:5]):
+            out.append((*map(int, fields[:5]), fields[5]))
+    return out
 
 
 class FileSource(Source):
@@ -109,26 +131,52 @@ class FileSource(Source):
 
     def __init__(self, path: str) -> None:
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _source_error(path, exc) from None
+            self.fd = open_input(path, "dump")
+        except InputError:
+            try:
+                os.stat(path)
+            except OSError as exc:
+                raise _source_error(path, exc) from None
+            raise
         self.description = path
         self.size = os.fstat(self.fd).st_size
+        # a vmcorefs mount says which files it reads (see mount.inputs_text)
+        try:
+            self.inputs = parse_inputs(os.getxattr(path, INPUTS_XATTR).decode(errors="replace"))
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                self.close()
+                raise _source_error(path, exc) from None
+            self.inputs = []  # /proc/vmcore, or not a vmcorefs mount
 
     async def read(self, offset: int, length: int) -> bytes:
         try:
             data = await trio.to_thread.run_sync(os.pread, self.fd, length, offset)
         except OSError as exc:
+            if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+                raise SaveError(f"cannot read {self.description} at offset {offset:#x}: the vmcorefs daemon "
+                                "serving it is gone (a stale mount): run 'vmcorefs umount' on it, mount it "
+                                "again") from None
             raise SaveError(f"cannot read {self.description} at offset {offset:#x}: {exc.strerror}") from None
         if len(data) != length:
+            try:
+                os.stat(self.description)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED):  # the daemon died during the read
+                    raise SaveError(f"cannot read {self.description} at offset {offset + len(data):#x}: the "
+                                    "vmcorefs daemon serving it is gone (a stale mount): run 'vmcorefs umount' "
+                                    "on it, mount it again") from None
             raise SaveError(f"{self.description} ended at {offset + len(data):#x}, "
                             f"before its size {self.size:#x}")
         return data
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # ENOTCONN: the daemon of the mount died (the read said so)
 
 
 class ViewSource(Source):
@@ -140,12 +188,42 @@ class ViewSource(Source):
         self.vmcore = vmcore
         self.dump = dump
         self.size = vmcore.size
+        self._files: list | None = None
 
     async def read(self, offset: int, length: int) -> bytes:
         try:
             return await self.vmcore.read(offset, length)
+        except MemoryReadError as exc:
+            raise SaveError(f"{exc} ({self.where(exc.address, offset, length)})") from None
         except VmcorefsError as exc:
-            raise SaveError(f"{exc} (/vmcore offset {offset:#x})") from None
+            raise SaveError(f"{exc} (reading /vmcore at {offset:#x}+{length:#x})") from None
+
+    def where(self, address: int, offset: int, length: int) -> str:
+        """Return where in /vmcore old memory *address* is, if in ``[offset, offset+length)``."""
+        from .views.extents import MemoryExtent
+        f = self.vmcore
+        i, _rel = f.locate(offset)
+        while i < len(f.extents) and f.starts[i] < offset + length:
+            ext = f.extents[i]
+            if isinstance(ext, MemoryExtent) and ext.address <= address < ext.address + ext.length:
+                return f"/vmcore offset {f.starts[i] + address - ext.address:#x}"
+            i += 1
+        return f"reading /vmcore at {offset:#x}+{length:#x}"
+
+    def files(self) -> list:
+        """Return the files (:class:`~vmcorefs.stores.RawFileStore`) the machine reads."""
+        if self._files is None:
+            sclp = self.machine.sclp
+            self._files = files_read(self.machine.real, sclp.hsa if sclp is not None else None)
+        return self._files
+
+    def check_unchanged(self) -> None:
+        """Raise SaveError if a file the machine reads changed since it was opened."""
+        for store in self.files():
+            try:
+                store.check_unchanged()
+            except MemoryReadError as exc:
+                raise SaveError(exc.reason) from None
 
     async def plan(self, offset: int, length: int) -> list[tuple]:
         """
@@ -178,6 +256,8 @@ class ViewSource(Source):
                 pos += n
                 i += 1
                 rel = 0
+        except MemoryReadError as exc:
+            raise SaveError(f"{exc} ({self.where(exc.address, offset, length)})") from None
         except VmcorefsError as exc:
             raise SaveError(f"{exc} (/vmcore offset {offset + pos:#x})") from None
         return out
@@ -187,9 +267,8 @@ class ViewSource(Source):
 
 
 def _source_error(path: str, exc: OSError) -> InputError:
-    if exc.errno == errno.ENOTCONN:
-        return InputError(f"{path} is on a stale vmcorefs mount (its daemon is gone): "
-                          f"run 'vmcorefs umount' on it and mount again")
+    if exc.errno in (errno.ENOTCONN, errno.ENOENT, errno.ELOOP):
+        return InputError(os_error_text(path, exc))
     return InputError(f"cannot open {path}: {exc.strerror}")
 
 
@@ -291,11 +370,13 @@ def _is_dump_file(path: str) -> bool:
 
 def _has_elf_magic(path: str) -> bool:
     """Whether the file *path* starts with the ELF magic."""
+    fd = open_input(path, "dump")  # a FIFO named vmcore would block open()
     try:
-        with open(path, "rb") as f:
-            return f.read(4) == ELF_MAGIC
+        return os.pread(fd, 4, 0) == ELF_MAGIC
     except OSError as exc:
         raise _source_error(path, exc) from None
+    finally:
+        os.close(fd)
 
 
 async def open_source(source: str, mode: str | None) -> Source:
@@ -313,7 +394,13 @@ async def open_source(source: str, mode: str | None) -> Source:
     path = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         path = os.path.join(source, "vmcore")
-        if not os.path.exists(path):
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            path = None
+        except OSError as exc:  # a stale mount: the root's attributes may still be cached, not its files
+            raise _source_error(source, exc) from None
+        if path is None:
             raise InputError(f"{source} is a directory without a vmcore file: give a vmcorefs mount point, "
                              "a machine description, a dump file or 'demo'")
         if not os.path.ismount(source) and not _has_elf_magic(path):
@@ -496,16 +583,15 @@ class Output:
             return False
         return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
-    def same_file(self, path: str) -> bool:
-        """Whether *path* is the output itself."""
+    def same_file(self, dev: int, ino: int, rdev: int = 0) -> bool:
+        """Whether the file of device *dev* and inode *ino* (block device *rdev*) is the output itself."""
         if self.kind == "stream" or self.fd < 0:  # a file not created yet is nothing read from
             return False
         try:
-            a, b = os.fstat(self.fd), os.stat(path)
+            a = os.fstat(self.fd)
         except OSError:
             return False
-        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) or (
-            stat.S_ISBLK(a.st_mode) and stat.S_ISBLK(b.st_mode) and a.st_rdev == b.st_rdev)
+        return (a.st_dev, a.st_ino) == (dev, ino) or (stat.S_ISBLK(a.st_mode) and rdev != 0 and a.st_rdev == rdev)
 
     def truncate(self, size: int) -> None:
         if self.kind == "file":
@@ -686,15 +772,17 @@ class State:
         self.chunk = 0
         self.checksum = True  # False: --no-sha256, the lines hold "-"
         self.digests: list[str] = []
+        self.identity: list[str] = []  # "input ..." and "sample ..." lines: see source_identity
 
     @classmethod
     def load(cls, path: str) -> "State | None":
-        try:
-            with open(path, "rb") as f:
-                text = f.read().decode("ascii")
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        try:
+            text = read_small(path, "resume state file", limit=1 << 30).decode("ascii")
+        except InputError as exc:
+            raise InputError(f"{exc}: remove it, or give another --state") from None
+        except UnicodeDecodeError as exc:
             raise InputError(f"cannot read {path}: {exc}: remove it, or run again with --restart") from None
         self = cls(path)
         lines = text.split("\n")
@@ -702,9 +790,13 @@ class State:
             lines = lines[:-1]  # torn last line: the chunk it names is redone
         lines = [ln for ln in lines if ln and not ln.startswith("#")]
         try:
+            if lines and lines[0].startswith("vmcorefs-partial ") and lines[0] != STATE_MAGIC:
+                raise ValueError(f"written by another version of vmcorefs ({lines[0]!r}, this one writes "
+                                 f"{STATE_MAGIC!r})")
             if not lines or lines[0] != STATE_MAGIC:
                 raise ValueError("not a vmcorefs partial-save state file")
-            fields = dict(ln.split(" ", 1) for ln in lines[1:] if not ln.startswith("done "))
+            self.identity = [ln for ln in lines[1:] if ln.startswith(("input ", "sample "))]
+            fields = dict(ln.split(" ", 1) for ln in lines[1:] if not ln.startswith(("done ", "input ", "sample ")))
             self.size = int(fields["size"])
             self.chunk = int(fields["chunk"])
             self.checksum = fields.get("checksum", "sha256") == "sha256"
@@ -730,11 +822,13 @@ class State:
     def done(self) -> int:
         return min(len(self.digests) * self.chunk, self.size)
 
-    def create(self, size: int, chunk: int, out: str, source: str, checksum: bool = True) -> None:
+    def create(self, size: int, chunk: int, out: str, source: str, checksum: bool = True,
+               identity: list[str] | None = None) -> None:
         self.size, self.chunk, self.digests, self.checksum = size, chunk, [], checksum
+        self.identity = list(identity or [])
         text = (f"# vmcorefs save: {out} is incomplete; run the same 'vmcorefs save' again to resume\n"
                 f"{STATE_MAGIC}\nsize {size}\nchunk {chunk}\nchecksum {'sha256' if checksum else 'none'}\n"
-                f"source {source}\nout {out}\n")
+                f"source {source}\nout {out}\n" + "".join(f"{ln}\n" for ln in self.identity))
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -748,8 +842,10 @@ class State:
     def open_append(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
-    def record(self, index: int, digest: str) -> None:
-        os.write(self.fd, f"done {index} {digest}\n".encode())
+    def record(self, index: int, digest: str, samples: list[str] = ()) -> None:
+        """Record that chunk *index* is on the disk, with the ``sample`` lines of pages in it."""
+        os.write(self.fd, "".join(f"{ln}\n" for ln in [*samples, f"done {index} {digest}"]).encode())
+        self.identity += samples
         self.digests.append(digest)
 
     def close(self) -> None:
@@ -800,7 +896,13 @@ class Saver:
         self.done = 0
         self.signal: int | None = None
         self.error: BaseException | None = None
-        self.pending: list[tuple[int, str]] = []  # (index, digest) written, not yet synced and recorded
+        self.pending: list[tuple[int, str, list[str]]] = []  # (index, digest, samples) written, not yet synced
+        # a dump file, or a machine on a block device (whose mtime says nothing
+        # of its contents), is identified by pages spread over it too (see
+        # source_identity)
+        sampled = isinstance(source, FileSource) or (isinstance(source, ViewSource)
+                                                     and any(store.block for store in source.files()))
+        self.samples = sample_offsets(source.size) if sampled else []
         self.pending_bytes = 0
         self.sync_failed = False
 
@@ -861,11 +963,17 @@ class Saver:
             await trio.to_thread.run_sync(write)
         if failed:
             raise failed[0]
+        # a file the dump comes from changed while this chunk was read or
+        # copied in the kernel (which takes a hole beyond a new end for
+        # zeros): the chunk is not the dump's, and is never recorded as done
+        self.source.check_unchanged()
         self.result.copied += length
         if self.state is not None:
             # recorded once the bytes are on the disk (see commit); a process
             # killed before redoes the chunk
-            self.pending.append((index, self.hasher.copy().hexdigest() if self.checksum else "-"))
+            samples = [f"sample {at} {hashlib.sha256(item[at - offset:at - offset + PAGE]).hexdigest()}"
+                       for at in self.samples if offset <= at < offset + length and isinstance(item, bytes)]
+            self.pending.append((index, self.hasher.copy().hexdigest() if self.checksum else "-", samples))
             self.pending_bytes += length
 
     def commit_due(self) -> bool:
@@ -887,8 +995,8 @@ class Saver:
             self.sync_failed = True
             self.pending.clear()
             raise
-        for index, digest in self.pending:
-            self.state.record(index, digest)
+        for index, digest, samples in self.pending:
+            self.state.record(index, digest, samples)
         self.pending.clear()
         self.pending_bytes = 0
 
@@ -930,6 +1038,9 @@ class Saver:
                 raise SaveError(f"{self.source.description} gives other bytes at offset {index * chunk:#x} "
                                 f"than when {out.path} was started: it is another dump. Run again with "
                                 "--restart to start over, or save to another file")
+        # the files the dump comes from are the same (device, inode, size,
+        # mtime), or pages spread over a dump file hash as they did
+        await check_identity(self.source, state, out.path)
         out.truncate(done)  # what lies beyond the verified prefix goes: skipped zero pages must be holes
         return done
 
@@ -1074,31 +1185,92 @@ def _report(text: str) -> None:
     print(f"vmcorefs: {text}", file=sys.stderr, flush=True)
 
 
-def _input_paths(src: Source, name: str) -> list[str]:
-    """Return the files the source reads (so that the output is none of them)."""
-    paths = [name] if os.path.exists(name) else []
+def _inputs(src: Source, name: str) -> list[tuple[str, int, int, int]]:
+    """
+    Return ``(path, dev, ino, rdev)`` of every file the source reads (so
+    that the output is none of them): the named file, the files a machine
+    reads, and for a vmcorefs mount the files its daemon reads, as it says
+    (:data:`INPUTS_XATTR`).
+    """
+    paths = [name]
     if isinstance(src, FileSource):
         paths.append(src.description)
     elif isinstance(src, ViewSource):
-        seen: set[int] = set()
+        paths += [store.path for store in src.files()]
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        out.append((path, st.st_dev, st.st_ino, st.st_rdev if stat.S_ISBLK(st.st_mode) else 0))
+    if isinstance(src, FileSource):
+        out += [(path, dev, ino, rdev) for dev, ino, rdev, _size, _mtime, path in src.inputs]
+    return out
 
-        def walk(obj) -> None:
-            if id(obj) in seen or obj is None:
-                return
-            seen.add(id(obj))
-            path = getattr(obj, "path", None)
-            if isinstance(path, str):
-                paths.append(path)
-            for value in getattr(obj, "__dict__", {}).values():
-                if isinstance(value, (list, tuple)):
-                    for v in value:
-                        walk(v[1] if isinstance(v, tuple) and len(v) == 2 else v)
-                elif hasattr(value, "read") and hasattr(value, "size"):
-                    walk(value)
-        walk(src.machine.real)
-        if src.machine.sclp is not None:
-            walk(getattr(src.machine.sclp, "hsa", None))
-    return paths
+
+SAMPLES = 16  # pages spread over a dump file whose SHA-256 identify it for a resume
+
+
+def sample_offsets(size: int) -> list[int]:
+    """Return the offsets of the :data:`SAMPLES` pages spread over a dump file of *size* bytes."""
+    return sorted({(size * (2 * i + 1) // (2 * SAMPLES)) & ~(PAGE - 1) for i in range(SAMPLES)})
+
+
+def source_identity(src: Source) -> list[str]:
+    """
+    Return the lines of the state file that identify the source's files,
+    checked before a resume continues: ``input DEV INO SIZE MTIME_NS PATH``
+    for the SOURCE file and every file a machine reads, or that a vmcorefs
+    mount says its daemon reads. A dump file whose origin cannot be named
+    (``/proc/vmcore``, a mount's ``vmcore``) is identified by ``sample
+    OFFSET SHA256`` lines too (also a machine on a block device, whose
+    modification time says nothing of its contents), recorded as the pages
+    at :func:`sample_offsets` are saved (see :meth:`Saver.save_chunk`).
+    """
+    lines = []
+    if isinstance(src, ViewSource):
+        if os.path.isfile(src.description):  # the description (or dump file) named as SOURCE
+            st = os.stat(src.description)
+            lines.append(f"input {' '.join(map(str, identity(st)))} {os.path.abspath(src.description)}")
+        lines += [f"input {' '.join(map(str, store.identity))} {store.path}" for store in src.files()]
+    elif isinstance(src, FileSource):
+        lines += [f"input {dev} {ino} {size} {mtime} {path}" for dev, ino, _rdev, size, mtime, path in src.inputs]
+    return lines
+
+
+async def check_identity(src: Source, state: "State", out_path: str) -> None:
+    """Raise SaveError unless the source is what *state* recorded when the save began."""
+    now = source_identity(src)
+    for recorded in state.identity:
+        kind, _, rest = recorded.partition(" ")
+        if recorded in now:
+            continue
+        if kind == "sample":
+            offset, digest = rest.split(" ")
+            offset = int(offset)
+            data = await src.read(offset, min(PAGE, src.size - offset))
+            if hashlib.sha256(data).hexdigest() == digest:
+                continue
+        if kind == "input":
+            dev, ino, size, mtime, path = rest.split(" ", 4)
+            current = next((ln for ln in now if ln.startswith("input ") and ln.split(" ", 5)[5] == path), None)
+            why = f"{path} is not the file it was" if current is None else f"{path} changed"
+            if current is not None:
+                _, cdev, cino, csize, cmtime, _ = current.split(" ", 5)
+                if (cdev, cino) != (dev, ino):
+                    why = f"{path} is another file now (device/inode {cdev}/{cino}, was {dev}/{ino})"
+                elif csize != size:
+                    why = f"{path} has {csize} bytes now, {size} when the save began"
+                else:
+                    why = f"{path} was modified since the save began"
+        elif kind == "sample":
+            offset = int(rest.split(" ")[0])
+            why = f"its page at offset {offset:#x} is not what it was"
+        else:
+            why = f"{recorded!r} no longer holds"
+        raise SaveError(f"{src.description} changed since {out_path} was started ({why}): what was written may "
+                        "not be this dump. Nothing was written. Run again with --restart to start over")
 
 
 async def _save(source_name: str, out_path: str, o: dict) -> int:
@@ -1113,8 +1285,8 @@ async def _save_to(src: Source, source_name: str, out_path: str, o: dict) -> int
     out = Output(out_path, src.size, sparse=o["sparse"])
     state: State | None = None
     try:
-        for path in _input_paths(src, source_name):
-            if out.same_file(path):
+        for path, dev, ino, rdev in _inputs(src, source_name):
+            if out.same_file(dev, ino, rdev):
                 raise InputError(f"{out_path} is {path}, which the dump is read from: save to another file")
         spath = o["state_path"]
         if spath is not None and not out.resumable:
@@ -1157,7 +1329,8 @@ async def _save_to(src: Source, source_name: str, out_path: str, o: dict) -> int
             if out.kind == "file" and o["sha256_file"] != stale and os.path.exists(stale):
                 os.unlink(stale)  # the checksum of what OUT held before
             if state is not None:
-                state.create(src.size, chunk, os.path.basename(out_path), src.description, checksum)
+                state.create(src.size, chunk, os.path.basename(out_path), src.description, checksum,
+                             source_identity(src))
         if o["progress"] or (o["progress"] is None and o["stream"].isatty()):
             saver.progress = Progress(src.size, start, o["stream"])
         try:

@@ -16,7 +16,9 @@ in absolute storage" (SDIAS) protocol (reference section 6):
   sclp_sdias.c`` does in Linux): turns byte reads into SDIAS requests,
   retries busy and failed requests a bounded number of times (300 like
   Linux), checks every answer, and raises :class:`~vmcorefs.errors.SclpError`
-  instead of ever returning bytes it did not get.
+  instead of ever returning bytes it did not get. A request of several
+  pages that fails for good is read again in halves, down to the page that
+  fails, which the error names (a timeout names the request's range).
 
 Nothing else in vmcorefs reads HSA bytes.
 """
@@ -29,11 +31,15 @@ import os
 
 import trio
 
-from .errors import InputError, SclpError
-from .layouts import PAGE_SIZE
-from .stores import Store
+from .errors import InputError, MemoryReadError, SclpError
+from .files import read_small
+from .layouts import DEFAULT_HSA_SIZE, PAGE_SIZE, SAVE_AREA_OFFSET
+from .files import WatchedFile
+from .stores import BytesStore, OverlayStore, PatternStore, SliceStore, Store
 
 __all__ = (
+    "DEFAULT_HSA_SIZE",
+    "dump_ipl",
     "EVSTATE_ALL_STORED",
     "EVSTATE_PART_STORED",
     "FaultRule",
@@ -61,6 +67,10 @@ EVSTATE_ERROR = 0xF0
 FIRST_BLOCK = 2  # HSA page p is block p + 2
 
 FAULT_KINDS = ("busy", "error", "timeout", "short", "wrong_count")
+
+
+class _SclpTimeout(SclpError):
+    """An SCLP request timed out every time it was tried."""
 
 
 class SclpBusy(Exception):
@@ -115,22 +125,44 @@ class FaultRule:
         return first_page <= last and self.first_page < first_page + max(count, 1)
 
 
+def dump_ipl(store: Store, hsa_size: int, boot_status: bytes | None = None) -> tuple[Store, Store]:
+    """
+    Return what a stand-alone dump IPL leaves of a machine whose memory
+    *store* holds: the real memory now (the dump tool, a ``ZFCPDUMP``
+    pattern, loaded into ``[0, hsa_size)``) and the HSA (old memory
+    ``[0, hsa_size)`` as the machine copied it, after it stored the boot
+    CPU's status *boot_status*, if given, at 0x1200).
+    """
+    overlays = [(SAVE_AREA_OFFSET, BytesStore(boot_status, "boot CPU status"))] if boot_status is not None else []
+    hsa = OverlayStore(SliceStore(store, 0, hsa_size), overlays, name="HSA")
+    real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
+    return real, hsa
+
+
 def load_fault_rules(path: str) -> list[FaultRule]:
-    """Return the fault rules of a TOML file with ``[[fault]]`` tables."""
+    """Return the fault rules of a TOML file with ``[[fault]]`` tables (none if there is no file)."""
     import tomllib  # only machines with a faults file need it: not on the path of every save
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
+    if not os.path.exists(path):
         return []
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    try:
+        doc = tomllib.loads(read_small(path, "fault file").decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError, UnicodeDecodeError
         raise InputError(f"cannot read fault file {path}: {exc}") from exc
+    faults = doc.get("fault", [])
+    if not isinstance(faults, list) or not all(isinstance(item, dict) for item in faults):
+        raise InputError(f"{path}: fault must be a list of [[fault]] tables")
     rules = []
-    for item in doc.get("fault", []):
+    for i, item in enumerate(faults):
         kind = item.get("kind")
         if kind not in FAULT_KINDS:
             raise InputError(f"{path}: fault kind must be one of {', '.join(FAULT_KINDS)}, not {kind!r}")
-        rules.append(FaultRule(kind, item.get("first_page"), item.get("last_page"), item.get("times")))
+        values = []
+        for key in ("first_page", "last_page", "times"):
+            value = item.get(key)
+            if value is not None and (type(value) is not int or value < 0):
+                raise InputError(f"{path}: fault[{i}] {key} must be an integer of at least 0, not {value!r}")
+            values.append(value)
+        rules.append(FaultRule(kind, *values))
     return rules
 
 
@@ -159,8 +191,8 @@ class SdiasDevice:
         self.max_inflight = max_inflight
         self.faults = list(faults or [])
         self.faults_file = faults_file
-        self._faults_mtime: float | None = None
-        self.faults_generation = 0  # how often the faults file changed
+        self._watched = WatchedFile(faults_file, load_fault_rules, []) if faults_file else None
+        self._refresh_faults()  # a bad file is refused now
         self.inflight = 0
         self.peak_inflight = 0
         self.released = False
@@ -183,25 +215,13 @@ class SdiasDevice:
         self.released = True
 
     def _refresh_faults(self) -> None:
-        if not self.faults_file:
-            return
-        try:
-            mtime = os.stat(self.faults_file).st_mtime_ns
-        except OSError:
-            mtime = None
-        if mtime != self._faults_mtime:
-            self.faults_generation += 1
-            self._faults_mtime = mtime
-            try:
-                self.faults = load_fault_rules(self.faults_file) if mtime is not None else []
-            except InputError as exc:
-                log.error("%s; keeping the previous fault rules", exc)
-            log.info("SCLP fault rules now: %s", self.faults)
+        if self._watched is not None:
+            self.faults = self._watched.current()
 
     def reload_faults(self) -> int:
-        """Re-read the faults file if it changed; return :attr:`faults_generation`."""
+        """Re-read the faults file if it changed; return how often it changed (its version)."""
         self._refresh_faults()
-        return self.faults_generation
+        return self._watched.version if self._watched is not None else 0
 
     def _fault_for(self, first_page: int, count: int) -> str | None:
         self._refresh_faults()
@@ -308,7 +328,7 @@ class HsaReader:
                 failed += 1
                 log.warning("SCLP request for %#x timed out (try %d)", address, failed)
                 if failed >= self.timeout_retries:
-                    raise SclpError(address, f"SCLP request timed out {failed} times")
+                    raise _SclpTimeout(address, f"SCLP request timed out {failed} times")
                 continue
             if resp.response_code != SCLP_RC_NORMAL_COMPLETION:
                 failed += 1
@@ -326,6 +346,27 @@ class HsaReader:
         return self.size
 
     async def _copy(self, page: int, count: int) -> bytes:
+        """
+        Return *count* HSA pages from *page* on. SCLP says only that a
+        request failed, not which of its pages: a request of several pages
+        that fails for good is split in halves, each read the same way, so
+        that the error names the page that fails (and pages that can be read
+        are). A timeout is not split, as every try costs the whole timeout:
+        its error names the request's range.
+        """
+        try:
+            return await self._copy_request(page, count)
+        except SclpError as exc:
+            if count == 1:
+                raise
+            if not isinstance(exc, _SclpTimeout):
+                half = count // 2
+                return await self._copy(page, half) + await self._copy(page + half, count - half)
+            raise SclpError(exc.address, f"{exc.reason} (one SCLP request for {exc.address:#x}-"
+                                         f"{exc.address + count * PAGE_SIZE - 1:#x}, {count} pages: the "
+                                         "failing page is among them)") from None
+
+    async def _copy_request(self, page: int, count: int) -> bytes:
         address = page * PAGE_SIZE
         failed = 0
         while True:
@@ -396,8 +437,8 @@ class HsaReader:
             async with trio.open_nursery() as nursery:
                 for page, count in runs:
                     nursery.start_soon(fetch, page, count)
-        except BaseExceptionGroup as group:  # re-raise the first SCLP error plainly
+        except BaseExceptionGroup as group:  # re-raise the first SCLP (or store behind it) error plainly
             for exc in group.exceptions:
-                if isinstance(exc, SclpError):
+                if isinstance(exc, MemoryReadError):
                     raise exc from None
             raise

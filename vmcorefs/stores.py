@@ -19,11 +19,13 @@ import bisect
 import errno
 import functools
 import os
+import stat
 import struct
 from array import array
 from typing import Callable
 
 from .errors import InputError, MemoryReadError
+from .files import WatchedFile, identity, open_input, read_small
 
 __all__ = (
     "BytesStore",
@@ -36,6 +38,7 @@ __all__ = (
     "Store",
     "ZeroStore",
     "address_words",
+    "files_read",
 )
 
 
@@ -91,27 +94,43 @@ class RawFileStore(Store):
     """
     A raw physical memory image: file offset = absolute address.
 
-    :param path: the image file
+    The file must stay as it was when opened: every read checks afterwards
+    that its size and modification time did not change (one ``fstat``), so
+    an image truncated, cut and re-extended or rewritten under the mount
+    gives an I/O error, never zeros or other bytes than it had (a hole
+    ``SEEK_DATA`` finds beyond a new end is no hole).
+
+    :param path: the image file (a regular file or a block device)
     :param size: the memory size the image should cover; a shorter file is
         a truncated image whose missing part reads as an I/O error.
     """
 
     def __init__(self, path: str, size: int | None = None) -> None:
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise InputError(f"cannot open memory image {path}: {exc.strerror}") from exc
+        self.fd = open_input(path, "memory image", block_ok=True)
         self.path = path
         self.name = os.path.basename(path)
-        self.file_size = os.fstat(self.fd).st_size
-        if self.file_size == 0 and not os.path.isfile(path):
-            # block device
-            self.file_size = os.lseek(self.fd, 0, os.SEEK_END)
+        st = os.fstat(self.fd)
+        self.block = stat.S_ISBLK(st.st_mode)
+        self.file_size = os.lseek(self.fd, 0, os.SEEK_END) if self.block else st.st_size
         self.size = self.file_size if size is None else size
         self.hole_bytes = 0  # bytes served from holes (SEEK_HOLE) without reading
-        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino, self.file_size, st.st_mtime_ns)  # a block device: its size
         # a file with fewer allocated blocks than its size has holes
-        self.sparse = st.st_blocks * 512 < self.file_size
+        self.sparse = not self.block and st.st_blocks * 512 < self.file_size
+
+    def check_unchanged(self, address: int = 0) -> None:
+        """Raise MemoryReadError if the file is no longer what it was when opened (size, mtime)."""
+        if self.block or self.fd < 0:
+            return
+        try:
+            now = identity(os.fstat(self.fd))
+        except OSError as exc:
+            raise MemoryReadError(address, f"{self.name}: {exc.strerror}") from exc
+        if now != self.identity:
+            what = (f"now {now[2]:#x} bytes, was {self.identity[2]:#x}" if now[2] != self.identity[2]
+                    else "modified")
+            raise MemoryReadError(address, f"{self.path} changed since it was opened ({what}): "
+                                           "its bytes are no longer the dump's")
 
     def _next_data(self, address: int) -> int:
         """Return where data starts at or after *address* (file end if only a hole follows)."""
@@ -120,7 +139,7 @@ class RawFileStore(Store):
         try:
             return os.lseek(self.fd, address, os.SEEK_DATA)
         except OSError as exc:
-            if exc.errno == errno.ENXIO:  # a hole up to the end of the file
+            if exc.errno == errno.ENXIO:  # a hole up to the end of the file, or the file got shorter
                 return self.file_size
             return address  # no SEEK_DATA here: take everything as data
 
@@ -128,6 +147,11 @@ class RawFileStore(Store):
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
+        data = self._read(address, length)
+        self.check_unchanged(address)  # after the read: what it got is what the file held when opened
+        return data
+
+    def _read(self, address: int, length: int) -> bytes:
         if length >= self.HOLE_CHECK and self.sparse:
             data_at = self._next_data(address)
             if data_at >= address + length:
@@ -136,12 +160,13 @@ class RawFileStore(Store):
             if data_at > address:
                 head = data_at - address
                 self.hole_bytes += head
-                return bytes(head) + self.read(data_at, length - head)
+                return bytes(head) + self._read(data_at, length - head)
         try:
             data = os.pread(self.fd, length, address)
         except OSError as exc:
             raise MemoryReadError(address, f"{self.name}: {exc.strerror}") from exc
         if len(data) != length:
+            self.check_unchanged(address + len(data))
             raise MemoryReadError(address + len(data), f"{self.name} is truncated at {self.file_size:#x}")
         return data
 
@@ -290,6 +315,28 @@ class PatternStore(GeneratedStore):
         return bytes(buf[address - start:address - start + length])
 
 
+def load_store_faults(path: str) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` ranges of a store fault file's ``[[fault]]`` tables (``address``, ``size``)."""
+    import tomllib
+    try:
+        doc = tomllib.loads(read_small(path, "store fault file").decode("utf-8"))
+        faults = doc.get("fault", [])
+        if not isinstance(faults, list):
+            raise ValueError("fault must be a list of [[fault]] tables")
+        bad = []
+        for i, item in enumerate(faults):
+            if not isinstance(item, dict):
+                raise ValueError(f"fault[{i}] must be a table of address and size")
+            address, size = item.get("address"), item.get("size")
+            if not all(type(v) is int for v in (address, size)) or address < 0 or size <= 0:
+                raise ValueError(f"fault[{i}]: address and size must be integers (address at least "
+                                 f"0, size at least 1), not {address!r} and {size!r}")
+            bad.append((address, address + size))
+    except (ValueError, RecursionError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot use store fault file {path}: {exc}") from exc
+    return bad
+
+
 class FaultyStore(Store):
     """
     A store with injected I/O errors: reads touching a bad range fail, as a
@@ -301,48 +348,20 @@ class FaultyStore(Store):
     def __init__(self, base: Store, faults_file: str) -> None:
         self.base, self.size, self.name = base, base.size, base.name
         self.faults_file = faults_file
-        self._mtime: int | None = None
-        self._loaded = False
-        self.bad: list[tuple[int, int]] = []
-        self.generation = 0
-        self._refresh()
-        self.generation = 0  # how often the ranges changed since
+        self._watched = WatchedFile(faults_file, load_store_faults, [])
+        self.bad = self._watched.current()  # a bad file is refused now
 
     @property
     def blocking(self) -> bool:  # type: ignore[override]
         return self.base.blocking
 
     def reload(self) -> int:
-        """Re-read the faults file if it changed; return :attr:`generation`."""
+        """Re-read the faults file if it changed; return how often it changed (its version)."""
         self._refresh()
-        return self.generation
+        return self._watched.version
 
     def _refresh(self) -> None:
-        import tomllib
-        try:
-            mtime = os.stat(self.faults_file).st_mtime_ns
-        except OSError:
-            mtime = None
-        if mtime == self._mtime:
-            return
-        self._mtime = mtime
-        bad = []
-        if mtime is not None:
-            try:
-                with open(self.faults_file, "rb") as f:
-                    doc = tomllib.load(f)
-                for item in doc.get("fault", []):
-                    address, size = item["address"], item["size"]
-                    if not isinstance(address, int) or not isinstance(size, int) or size <= 0:
-                        raise ValueError("address and size must be positive integers")
-                    bad.append((address, address + size))
-            except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as exc:
-                if not self._loaded:
-                    raise InputError(f"cannot use store fault file {self.faults_file}: {exc}") from exc
-                return  # while mounted, keep the previous ranges (a new file may be half written)
-        self.bad = bad
-        self.generation += 1
-        self._loaded = True
+        self.bad = self._watched.current()
 
     def read(self, address: int, length: int) -> bytes:
         self._refresh()
@@ -417,3 +436,30 @@ class OverlayStore(Store):
 
     def close(self) -> None:
         self.base.close()
+
+
+def files_read(*roots: object) -> list[RawFileStore]:
+    """
+    Return the files (:class:`RawFileStore`) the stores *roots* read, each
+    once: everything reachable through their attributes (bases, overlays,
+    slices, the file of a dump-file or ELF-core store).
+    """
+    found: list[RawFileStore] = []
+    seen: set[int] = set()
+
+    def walk(obj: object) -> None:
+        if obj is None or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, RawFileStore):
+            found.append(obj)
+            return
+        for value in getattr(obj, "__dict__", {}).values():
+            if isinstance(value, (list, tuple)):
+                for v in value:
+                    walk(v[1] if isinstance(v, tuple) and len(v) == 2 else v)
+            elif hasattr(value, "read") and hasattr(value, "size"):
+                walk(value)
+    for root in roots:
+        walk(root)
+    return found

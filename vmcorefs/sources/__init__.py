@@ -13,7 +13,9 @@ Kinds named by a prefix (``demo``, later ``qmp:PATH``) are matched on the
 SOURCE text; files by their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
-:mod:`.elfnotes` (CPU states from notes), :mod:`.raw` (raw memory images);
+:mod:`.elfnotes` (CPU states from notes), :mod:`.kdumpfile` with
+:mod:`.kdumpio` (makedumpfile's kdump-compressed format, flattened and
+split, and QEMU's kdump formats), :mod:`.raw` (raw memory images);
 descriptions are :mod:`vmcorefs.description`.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from typing import Callable
 
 from ..errors import InputError
@@ -66,6 +69,11 @@ def _elfcore(source: str) -> Machine:
     return open_elf_core(source)
 
 
+def _kdump(source: str) -> Machine:
+    from .kdumpfile import open_kdump
+    return open_kdump(source)
+
+
 def _raw(source: str) -> Machine:
     from .raw import open_raw_image
     return open_raw_image(source)
@@ -94,6 +102,10 @@ KINDS: list[SourceKind] = [
     SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
     SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
+    SourceKind("kdump-compressed dump", "a kdump-compressed dump (makedumpfile, QEMU; 'KDUMP   ')", _kdump,
+               matches_head=lambda h: h.startswith(b"KDUMP   ")),
+    SourceKind("flattened kdump-compressed dump", "a flattened dump (makedumpfile -F)", _kdump,
+               matches_head=lambda h: h.startswith(b"makedumpfile\0")),
     SourceKind("raw memory image", "a raw s390x memory image (z/Architecture lowcore: byte 0xA3 = 1)", _raw,
                matches_head=_is_raw),
     SourceKind("machine description", "a machine description (TOML)", _description, matches_head=_is_text),
@@ -101,15 +113,23 @@ KINDS: list[SourceKind] = [
 
 
 def _read_head(source: str) -> bytes:
-    if not os.path.exists(source):
-        raise InputError(f"{source}: no such file")
-    if os.path.isdir(source):
+    """The first bytes of the file *source*: never blocking, never of a FIFO or device but a disk."""
+    from ..files import describe_mode, open_input, stat_input
+    st = stat_input(source, "")
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{source} is a directory, not a machine description or dump")
+    if stat.S_ISFIFO(st.st_mode):
+        raise InputError(f"{source} is a FIFO, not a machine description or dump file: a SOURCE must be a "
+                         "seekable file (for a stream through a pipe or FIFO, save it to a file first)")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise InputError(f"{source} is {describe_mode(st.st_mode)}, not a machine description or dump file")
+    fd = open_input(source, "source", block_ok=True)
     try:
-        with open(source, "rb") as f:
-            return f.read(HEAD_SIZE)
+        return os.pread(fd, HEAD_SIZE, 0)
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def find_kind(source: str) -> SourceKind:

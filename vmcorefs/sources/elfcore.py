@@ -25,7 +25,7 @@ import os
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import ELFMAG, PAGE_SIZE, PT
-from ..machine import KIND_KERNEL_VMCORE, Cpu, Machine
+from ..machine import KIND_KERNEL_VMCORE, MAX_MEMORY_END, Cpu, Machine
 from ..stores import RawFileStore, Store
 from .elfnotes import cpus_from_notes, read_elf_notes, read_program_headers
 from .raw import machine_from_memory
@@ -90,6 +90,9 @@ def open_elf_core(path: str) -> Machine:
         start, end = ph["p_paddr"], ph["p_paddr"] + ph["p_memsz"]
         if start % PAGE_SIZE or end % PAGE_SIZE:
             raise InputError(f"{path}: the PT_LOAD of {start:#x}-{end:#x} is not page aligned")
+        if end > MAX_MEMORY_END:
+            beyond = "2^64" if end >> 64 else f"{MAX_MEMORY_END:#x} (4 EiB), more than a dump file can hold"
+            raise InputError(f"{path}: the PT_LOAD of {start:#x} ({ph['p_memsz']:#x} bytes) ends beyond {beyond}")
         memory.append((start, end))
     notes = read_elf_notes(path, phdrs)
     elf_cpus, producer = cpus_from_notes(notes, path)
@@ -100,7 +103,7 @@ def open_elf_core(path: str) -> Machine:
     vector = any(c.vector is not None for c in cpus) if producer.startswith("kernel") else None
     store = ElfMemoryStore(path, loads)
     try:
-        kind = KIND_KERNEL_VMCORE if producer.startswith("kernel") else "QEMU ELF dump"
+        kind = KIND_KERNEL_VMCORE if producer.startswith("kernel") else "QEMU ELF core (dump-guest-memory)"
         return machine_from_memory(store, memory, os.path.basename(path), cpus, vmcoreinfo, vector, kind)
     except BaseException:
         store.close()

@@ -33,6 +33,7 @@ import dataclasses
 import os
 
 from ..errors import InputError
+from ..files import open_input
 from ..layouts import (EI_CLASS, EI_DATA, ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ELF64_SHDR, ELF_FPREGSET,
                        ELF_PRSTATUS, ELFCLASS64, ELFDATA2MSB, ELFMAG, EM, ET_CORE, NT, PN_XNUM, PT,
                        S390_NOTE_DESC, SAVE_AREA, vector_from_notes)
@@ -125,6 +126,8 @@ def parse_notes(data: bytes, base: int = 0, where: str = "notes") -> list[ElfNot
 
 
 def _read_at(f, path: str, offset: int, length: int, what: str) -> bytes:
+    if offset + length > os.fstat(f.fileno()).st_size:  # also offsets beyond what pread takes (2^63)
+        raise InputError(f"{path}: truncated: {what} at {offset:#x}+{length:#x} ends beyond the end of the file")
     data = os.pread(f.fileno(), length, offset)
     if len(data) != length:
         raise InputError(f"{path}: truncated: {what} at {offset:#x}+{length:#x} ends beyond the end of the file")
@@ -137,10 +140,7 @@ def read_program_headers(path: str) -> list[dict]:
 
     :raises InputError: not a big-endian 64-bit s390x ELF core, or truncated
     """
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot open {path}: {exc.strerror}") from exc
+    f = os.fdopen(open_input(path, "ELF core"), "rb")
     with f:
         try:
             head = os.pread(f.fileno(), ELF64_EHDR.size, 0)
@@ -183,7 +183,7 @@ def read_elf_notes(path: str, phdrs: list[dict] | None = None) -> list[ElfNote]:
         phdrs = read_program_headers(path)
     notes: list[ElfNote] = []
     found = False
-    with open(path, "rb") as f:
+    with os.fdopen(open_input(path, "ELF core"), "rb") as f:
         for ph in phdrs:
             if ph["p_type"] != PT.NOTE:
                 continue

@@ -38,15 +38,14 @@ from ..errors import InputError, MemoryReadError
 from ..layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
 from ..machine import Cpu, Machine, OldMemory, oldmem_plausible, parmarea_oldmem
 from ..osinfo import analyse, parse_vmcoreinfo, vmcoreinfo_number
-from ..sclp import SdiasDevice, reader_defaults
-from ..stores import OverlayStore, PatternStore, RawFileStore, SliceStore, Store
+from ..sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from ..stores import RawFileStore, Store
 
 __all__ = ("discover_cpus", "find_oldmem", "machine_from_memory", "open_raw_image", "run_without_loop",
            "vector_enabled")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HSA_SIZE = 32 << 20
 CR0_VECTOR = 1 << (63 - 46)  # CR0 bit 46: vector enablement control
 MAX_CPUS = 4096
 
@@ -173,8 +172,7 @@ def machine_from_memory(store: Store, memory: list[tuple[int, int]], name: str,
         return Machine(memory=memory, real=store, environment="kdump", cpus=found,
                        vector=vector_enabled(boot), oldmem=oldmem, name=name, kind=kind)
     hsa_size = min(DEFAULT_HSA_SIZE, end)
-    hsa = SliceStore(store, 0, hsa_size, name="HSA")
-    real = OverlayStore(store, [(0, PatternStore(hsa_size))], name=store.name)
+    real, hsa = dump_ipl(store, hsa_size)
     return Machine(memory=memory, real=real, environment="standalone", cpus=found,
                    vector=vector_enabled(boot), sclp=SdiasDevice(hsa), hsa_options=reader_defaults(hsa_size),
                    name=name, kind=kind)

@@ -49,10 +49,11 @@ import logging
 import os
 
 from ..errors import InputError, MemoryReadError
+from ..files import open_input
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END_MARKER, DF_S390_HDR,
                        DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, PAGE_SIZE, SAVE_AREA,
                        SAVE_AREA_OFFSET)
-from ..machine import Cpu, Machine
+from ..machine import MAX_MEMORY_END, Cpu, Machine
 from ..stores import RawFileStore, Store
 from .raw import vector_enabled
 
@@ -133,6 +134,9 @@ def read_header(path: str, data: bytes) -> dict:
     size = hdr["mem_size"]
     if size == 0 or size % PAGE_SIZE:
         raise InputError(f"{path}: s390 dump memory size {size:#x} is not a positive multiple of {PAGE_SIZE}")
+    if size > MAX_MEMORY_END:
+        raise InputError(f"{path}: s390 dump memory size {size:#x} is beyond {MAX_MEMORY_END:#x} (4 EiB), more "
+                         "than a dump file can hold")
     if hdr["version"] >= 5 and hdr["cpu_cnt"] > DF_S390_CPU_MAX:
         raise InputError(f"{path}: s390 dump header lists {hdr['cpu_cnt']} CPUs, "
                          f"more than its {DF_S390_CPU_MAX} lowcore slots")
@@ -190,11 +194,13 @@ def open_s390_dump(path: str) -> Machine:
 
     :raises InputError: not a usable s390 dump (one line, with the reason)
     """
+    fd = open_input(path, "s390 dump", block_ok=True)
     try:
-        with open(path, "rb") as f:
-            data = f.read(DF_S390_HDR_SIZE)
+        data = os.pread(fd, DF_S390_HDR_SIZE, 0)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     hdr = read_header(path, data)
     store = DumpFileStore(path, hdr["mem_size"])
     try:

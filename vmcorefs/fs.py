@@ -329,6 +329,8 @@ class Operations(pyfuse3.Operations):
             return data
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
+            if self.generation is not None and self._check_generation():  # the image changed, say
+                trio.lowlevel.spawn_system_task(self._drop_stale)
             raise pyfuse3.FUSEError(errno.EIO) from exc
         except VmcorefsError as exc:
             log.error("read of %s at offset %#x failed: %s", f.name, off, exc)

@@ -84,7 +84,9 @@ cleanup() {
 # The save starts with INT and TERM ignored and takes them over once it can
 # stop cleanly (Python starting up would otherwise die of an early signal,
 # before its partial file says what was written): TERM is sent again until
-# it has stopped, however fast or slow it starts.
+# it has stopped, however fast or slow it starts. (A signal in the instant
+# between the fork and the subshell's trap ends the save before it began:
+# nothing was written, and the next run starts afresh.)
 stop() {
     trap '' INT TERM
     if [ -n "$save_pid" ]; then

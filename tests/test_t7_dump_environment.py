@@ -197,12 +197,13 @@ def test_dump_script_stops_the_save_on_sigterm(tmp_path):
     with open(err, "w") as f:
         proc = subprocess.Popen(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")], env=env, stderr=f)
     try:
-        # as soon as the script has started the save (which may still be
-        # starting up: the script repeats the signal until it has stopped)
+        # a state, not a time: the save has begun (its state file exists);
+        # it may not handle signals yet (the script repeats TERM until the
+        # save has stopped, whatever it is doing)
         deadline = time.monotonic() + 60
-        while "saving" not in err.read_text():
+        while not list((tmp_path / "crash").glob("vmcore-*.elf.vmcorefs-partial")):
             assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.05)
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM, err.read_text()
     finally:

@@ -101,9 +101,11 @@ def _mount_options(values: list[str] | None) -> dict:
                 opts["mode"] = arg
             elif key == "log" and arg:
                 opts["log"] = arg
+            elif item == "live":
+                opts["live"] = True
             else:
                 raise InputError(f"unknown mount option {item!r} (vmcorefs knows allow_other, allow_root, "
-                                 "max_read=N, mode=auto|kdump|standalone, log=FILE)")
+                                 "max_read=N, mode=auto|kdump|standalone, log=FILE, live)")
     return opts
 
 
@@ -112,6 +114,8 @@ def cmd_mount(args) -> int:
     options = _mount_options(args.options)
     mode = options.pop("mode", None) or args.mode
     log_file = options.pop("log", None) or args.log
+    if getattr(args, "live", False):
+        options["live"] = True
     return mount(args.source, args.mountpoint, mode=mode, foreground=args.foreground,
                  options=options, log_file=log_file, debug=args.debug)
 
@@ -219,7 +223,8 @@ def _examples(*lines: str) -> str:
 
 SOURCE_HELP = ("a machine description (.toml, see 'vmcorefs emulate'), 'demo' (the built-in demo "
                "machine), an s390 dump-format file, an s390x ELF core (a vmcore, QEMU dump-guest-memory "
-               "output) or a raw s390x memory image")
+               "output), a raw s390x memory image or qmp:PATH (the QMP socket of a running QEMU s390x guest "
+               "whose RAM is in a shared memory-backend-file: read in place, the guest stopped meanwhile)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,9 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: kdump if a valid kdump setup exists, else stand-alone (default)")
         sp.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
                         help="comma-separated: allow_other (let every user read the dump), allow_root, "
-                             "max_read=N, mode=MODE (as --mode), log=FILE (as --log); mount(8) and fstab "
-                             "words (ro, noauto, nofail, ...) are accepted and ignored")
+                             "max_read=N, mode=MODE (as --mode), log=FILE (as --log), live (as --live); "
+                             "mount(8) and fstab words (ro, noauto, nofail, ...) are accepted and ignored")
         sp.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
+        sp.add_argument("--live", action="store_true",
+                        help="SOURCE qmp:PATH: do not stop the guest while mounted (every file is read from "
+                             "its changing memory; /meminfo/summary says so); as -o live")
 
     sp = sub.add_parser("mount", parents=[common], help="mount a machine",
                         description="Mount SOURCE on MOUNTPOINT: /vmcore, /meminfo and /zcore. Returns once "

@@ -81,6 +81,9 @@ class Operations(pyfuse3.Operations):
         changed); None: it never does
     :param xattrs: extended attributes every file and directory has,
         hidden (not listed): what the daemon tells ``vmcorefs save``
+    :param check: called before every read of a file other than a live text
+        (/meminfo/summary); raises MemoryReadError once the source's memory
+        can no longer be trusted (a running guest resumed, QEMU gone)
     """
 
     supports_dot_lookup = True
@@ -89,9 +92,11 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
-                 generation: Callable[[], int] | None = None, xattrs: dict[bytes, bytes] | None = None) -> None:
+                 generation: Callable[[], int] | None = None, xattrs: dict[bytes, bytes] | None = None,
+                 check: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.xattrs = dict(xattrs or {})
+        self.check = check
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.file_mode = file_mode
@@ -169,9 +174,14 @@ class Operations(pyfuse3.Operations):
 
     def _check_generation(self) -> bool:
         """Take a new content generation: every cached file becomes stale; return whether it changed."""
-        if self.generation is None:
+        if self.generation is None and self.check is None:
             return False
-        gen = self.generation()
+        gen = self.generation() if self.generation is not None else 0
+        if self.check is not None:
+            try:
+                self.check()
+            except VmcorefsError:  # the memory can no longer be trusted (a running guest resumed)
+                gen = -1 - gen
         if gen == self._generation:
             return False
         self._generation = gen
@@ -186,7 +196,7 @@ class Operations(pyfuse3.Operations):
         the cached pages when it changed, for files held open long (an
         open or a read that reaches the daemon notices it at once).
         """
-        if self.generation is None:
+        if self.generation is None and self.check is None:
             return
         while True:
             await trio.sleep(interval)
@@ -319,8 +329,10 @@ class Operations(pyfuse3.Operations):
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         try:
+            if self.check is not None and not isinstance(f.content, LiveText):
+                self.check()
             data = await f.content.read(off, size)
-            if self.generation is not None and self._check_generation():
+            if self._check_generation():
                 # noticed while reading: the open files' pages go now, not
                 # waited for (the kernel holds this read's pages locked)
                 trio.lowlevel.spawn_system_task(self._drop_stale)
@@ -329,7 +341,7 @@ class Operations(pyfuse3.Operations):
             return data
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
-            if self.generation is not None and self._check_generation():  # the image changed, say
+            if self._check_generation():  # the image changed, a running guest resumed
                 trio.lowlevel.spawn_system_task(self._drop_stale)
             raise pyfuse3.FUSEError(errno.EIO) from exc
         except VmcorefsError as exc:

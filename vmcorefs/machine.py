@@ -222,6 +222,7 @@ class Machine:
         self._images: dict[int, tuple[int, int]] = {}
         self._image_changes = 0
         self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
+        self.guest = None  # a running QEMU guest the memory is read from (sources.qemu.Guest), set by its source
 
     @property
     def memory_end(self) -> int:

@@ -28,7 +28,7 @@ import trio
 
 from .errors import InputError, VmcorefsError
 from .machine import Machine
-from .sources import open_source
+from .sources import absolute_source, open_source
 
 __all__ = ("check_mountpoint", "mount", "unmount")
 
@@ -105,15 +105,19 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
     machine = None
     gc.disable()  # a machine of 100,000 ranges makes as many objects, all kept: no collections meanwhile
     try:
-        machine = open_source(source)
+        machine = open_source(source, live=options.get("live", False))
         dump = await Dump.open(machine, mode)
         tree = build_tree(dump)
         gc.freeze()  # and none of them is looked at by a collection later
         allow_other = options.get("allow_other", False)
+        guest = getattr(machine, "guest", None)  # a running QEMU guest: reads fail once it resumes or QEMU exits
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
                             dir_mode=0o555 if allow_other else 0o500, generation=machine.generation,
-                            xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()})
+                            xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()},
+                            check=guest.check if guest else None)
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
+        if guest is not None:
+            guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die
     except VmcorefsError as exc:
         if machine is not None:
             machine.close()
@@ -157,8 +161,7 @@ def mount(source: str, mountpoint: str, *, mode: str = "auto", foreground: bool 
     In the background mode the call returns once the mount is ready.
     """
     options = options or {}
-    if source != "demo":
-        source = os.path.abspath(source)
+    source = absolute_source(source)
     if log_file:
         log_file = os.path.abspath(log_file)  # the daemon works from /
         try:
@@ -256,4 +259,8 @@ def unmount(mountpoint: str, lazy: bool = False) -> int:
               + ("" if lazy else f" (files still open? try 'vmcorefs umount --lazy {mountpoint}')"),
               file=sys.stderr)
         return 1
+    from .sources.qemu import finish_unmount
+    note = finish_unmount(mountpoint, wait=0 if lazy else 15)  # a guest's daemon resumes it; if it died, here
+    if note:
+        print(f"vmcorefs: {note}", file=sys.stderr)
     return 0

@@ -34,7 +34,11 @@ ENVIRONMENTS = {
 def environment_text(dump: Dump) -> str:
     """``ENVIRONMENT: what runs``, with the HSA's release and a capture kernel found."""
     m = dump.machine
-    text = f"{m.environment}: " + ENVIRONMENTS[m.environment].format(hsa=m.hsa_size, kind=m.kind)
+    guest = getattr(m, "guest", None)
+    if guest is not None and m.environment == "file":
+        text = f"{m.environment}: {m.kind}: the guest's memory as it is, read in place, with QEMU's CPU states"
+    else:
+        text = f"{m.environment}: " + ENVIRONMENTS[m.environment].format(hsa=m.hsa_size, kind=m.kind)
     if dump.hsa is not None and dump.hsa.released:
         text += " (the HSA was released)"
     if dump.capture:
@@ -147,6 +151,7 @@ def info_text(dump: Dump, vmcore_size: int, source: str) -> str:
         ("crashed", crashed_text(rep)),
         ("mode", f"{dump.mode} - {dump.why}"),
         ("environment", environment_text(dump)),
+    ] + ([("guest", m.guest.state_text())] if getattr(m, "guest", None) is not None else []) + [
         ("memory", memory_text(dump)),
         ("crashkernel", crashkernel_text(rep)),
         ("cpus", cpus_text(dump)),
@@ -187,10 +192,14 @@ def summary_text(dump: Dump) -> str:
     """Return /meminfo/summary: the same facts as ``info``, one ``key: value`` a line, and more detail."""
     m, rep = dump.machine, dump.report
     out = [f"machine: {m.name}",
-           f"environment: {environment_text(dump)}",
-           f"mode: {dump.mode}",
-           f"why: {dump.why}",
-           f"memory: {memory_text(dump)}"]
+           f"environment: {environment_text(dump)}"]
+    if getattr(m, "guest", None) is not None:  # made at every read: tells a resume or QEMU's exit
+        out.append(f"guest: {m.guest.state_text()}")
+        out.append("consistency: " + ("LIVE, every file's content is read from the running guest's memory as it "
+                                      "changes" if m.guest.live else "a snapshot: the guest is stopped"))
+    out += [f"mode: {dump.mode}",
+            f"why: {dump.why}",
+            f"memory: {memory_text(dump)}"]
     out += _ranges(m.memory)
     exported = sum(e - s for s, e in dump.ranges)
     out.append(f"exported: {size_text(exported)} in {len(dump.ranges)} range(s)")

@@ -1350,6 +1350,12 @@ async def _save_to(src: Source, source_name: str, out_path: str, o: dict) -> int
                             f"once fixed, {hint})") from None
         if saver.progress:
             saver.progress.update(src.size, final=True)
+        guest = getattr(getattr(src, "machine", None), "guest", None)
+        if guest is not None:  # a running guest resumed meanwhile: what was copied is no snapshot
+            try:
+                guest.check()
+            except VmcorefsError as exc:
+                raise SaveError(f"{exc}: {out_path} is not a consistent dump; save again") from None
         out.truncate(src.size)
         if o["sync"]:
             await trio.to_thread.run_sync(out.sync)

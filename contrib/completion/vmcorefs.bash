@@ -5,8 +5,14 @@
 # tests/test_t7_cli.py checks that it knows every command and option.
 
 _vmcorefs_sources() {
-    # machine descriptions, dump files and "demo"
-    COMPREPLY+=( $(compgen -W "demo" -- "$1") )
+    # machine descriptions, dump files, "demo" and qmp:PATH (a running QEMU's QMP socket)
+    if [[ $1 == qmp:* ]]; then
+        COMPREPLY+=( $(compgen -f -P qmp: -- "${1#qmp:}") )
+        compopt -o nospace 2>/dev/null
+        declare -F __ltrim_colon_completions >/dev/null 2>&1 && __ltrim_colon_completions "$1"
+        return
+    fi
+    COMPREPLY+=( $(compgen -W "demo qmp:" -- "$1") )
     compopt -o filenames 2>/dev/null
     COMPREPLY+=( $(compgen -f -- "$1") )
 }
@@ -14,7 +20,7 @@ _vmcorefs_sources() {
 _vmcorefs() {
     local cur prev words cword
     if declare -F _init_completion >/dev/null 2>&1; then
-        _init_completion || return
+        _init_completion -n : || return  # qmp:PATH is one word
     else
         COMPREPLY=()
         cur=${COMP_WORDS[COMP_CWORD]}
@@ -38,7 +44,7 @@ _vmcorefs() {
         --environment) COMPREPLY=( $(compgen -W "standalone kdump" -- "$cur") ); return ;;
         -o)
             if [[ $cmd == emulate ]]; then compopt -o filenames 2>/dev/null; COMPREPLY=( $(compgen -f -- "$cur") )
-            else COMPREPLY=( $(compgen -W "allow_other allow_root max_read= mode=auto mode=kdump mode=standalone log=" -- "$cur") ); compopt -o nospace 2>/dev/null
+            else COMPREPLY=( $(compgen -W "allow_other allow_root max_read= mode=auto mode=kdump mode=standalone log= live" -- "$cur") ); compopt -o nospace 2>/dev/null
             fi
             return ;;
         --log|--output|--cpus-json|--save-areas|--cpus-from-elf|--state|--sha256-file|--memory-map)
@@ -57,7 +63,7 @@ _vmcorefs() {
 
     local opts=""
     case $cmd in
-        mount|demo) opts="-f --foreground --mode -o --log" ;;
+        mount|demo) opts="-f --foreground --mode -o --log --live" ;;
         umount|unmount) opts="-z --lazy" ;;
         check) opts="" ;;
         info) opts="--mode" ;;

@@ -9,13 +9,14 @@ be (like ratarmount's backends or zgetdump's dfi list): each
 :class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
 ``check`` all open their SOURCE with :func:`open_source`.
 
-Kinds named by a prefix (``demo``, later ``qmp:PATH``) are matched on the
+Kinds named by a prefix (``demo``, ``qmp:PATH``) are matched on the
 SOURCE text; files by their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
 :mod:`.elfnotes` (CPU states from notes), :mod:`.kdumpfile` with
 :mod:`.kdumpio` (makedumpfile's kdump-compressed format, flattened and
-split, and QEMU's kdump formats), :mod:`.raw` (raw memory images);
+split, and QEMU's kdump formats), :mod:`.raw` (raw memory images),
+:mod:`.qemu` with :mod:`.qmp` (a running QEMU guest's RAM, in place);
 descriptions are :mod:`vmcorefs.description`.
 """
 
@@ -29,7 +30,7 @@ from typing import Callable
 from ..errors import InputError
 from ..machine import Machine
 
-__all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "find_kind", "open_source")
+__all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "absolute_source", "find_kind", "open_source")
 
 HEAD_SIZE = 4096  # bytes of a file its kind is recognised by
 
@@ -45,6 +46,10 @@ class SourceKind:
     :param matches_name: recognised by the SOURCE text itself (``demo``,
         a ``prefix:``), before any file is looked at
     :param matches_head: recognised by a file's first :data:`HEAD_SIZE` bytes
+    :param live: it can be opened live (``open(source, live=True)``: a
+        running guest, not stopped)
+    :param absolute: a name-matched SOURCE with its path made absolute
+        (the daemon works from /); None: the text as it is
     """
 
     name: str
@@ -52,11 +57,23 @@ class SourceKind:
     open: Callable[[str], Machine]
     matches_name: Callable[[str], bool] | None = None
     matches_head: Callable[[bytes], bool] | None = None
+    live: bool = False
+    absolute: Callable[[str], str] | None = None
 
 
 def _demo(source: str) -> Machine:
     from ..demo import demo_machine
     return demo_machine()
+
+
+def _qmp(source: str, live: bool = False) -> Machine:
+    from .qemu import open_qmp
+    return open_qmp(source, live)
+
+
+def _qmp_absolute(source: str) -> str:
+    from .qemu import absolute
+    return absolute(source)
 
 
 def _s390dump(source: str) -> Machine:
@@ -100,6 +117,8 @@ def _is_text(head: bytes) -> bool:
 
 KINDS: list[SourceKind] = [
     SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
+    SourceKind("QEMU guest", "'qmp:PATH' (a running QEMU's QMP socket)", _qmp,
+               matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
     SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
     SourceKind("kdump-compressed dump", "a kdump-compressed dump (makedumpfile, QEMU; 'KDUMP   ')", _kdump,
@@ -151,6 +170,24 @@ def find_kind(source: str) -> SourceKind:
     raise InputError(f"{source} is not a vmcorefs source: expected {', '.join(expected[:-1])}, or {expected[-1]}")
 
 
-def open_source(source: str) -> Machine:
-    """Return the machine *source* names (see the module docs)."""
-    return find_kind(source).open(source)
+def open_source(source: str, live: bool = False) -> Machine:
+    """
+    Return the machine *source* names (see the module docs).
+
+    :param live: open a running guest without stopping it
+    :raises InputError: *live* for a kind that is not a running guest
+    """
+    kind = find_kind(source)
+    if not live:
+        return kind.open(source)
+    if not kind.live:
+        raise InputError(f"'live' applies to a running guest (qmp:PATH), not to {source} ({kind.name})")
+    return kind.open(source, live=True)
+
+
+def absolute_source(source: str) -> str:
+    """*source* with its path made absolute: a file's, a name-matched kind's as it says."""
+    for kind in KINDS:
+        if kind.matches_name is not None and kind.matches_name(source):
+            return kind.absolute(source) if kind.absolute is not None else source
+    return os.path.abspath(source)

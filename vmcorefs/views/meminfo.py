@@ -86,15 +86,16 @@ def build_meminfo(dump: Dump) -> Directory:
     """Return the /meminfo directory of *dump*."""
     rep = dump.report
     d = Directory("meminfo")
-    summary: dict[bool, str] = {}
+    summary: dict[tuple, str] = {}
+    guest = getattr(dump.machine, "guest", None)
 
     def summary_now() -> str:
-        """The summary, made again only when the HSA was released."""
-        released = dump.hsa is not None and dump.hsa.released
-        if released not in summary:
+        """The summary, made again only when the HSA was released or a running guest's state changed."""
+        key = (dump.hsa is not None and dump.hsa.released, guest.gone_now() if guest is not None else None)
+        if key not in summary:
             summary.clear()
-            summary[released] = summary_text(dump)
-        return summary[released]
+            summary[key] = summary_text(dump)
+        return summary[key]
     d.add(File("summary", LiveText(summary_now)))
     d.add(text_file("checks", "".join(c.line() + "\n" for c in rep.checks)))
     d.add(File("memory_map", memory_map_file(dump)))

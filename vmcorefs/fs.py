@@ -81,6 +81,8 @@ class Operations(pyfuse3.Operations):
         changed); None: it never does
     :param xattrs: extended attributes every file and directory has,
         hidden (not listed): what the daemon tells ``vmcorefs save``
+    :param cache: let the kernel keep what was read of files of fixed
+        content (False: a live source whose memory changes as it is read)
     :param check: called before every read of a file other than a live text
         (/meminfo/summary); raises MemoryReadError once the source's memory
         can no longer be trusted (a running guest resumed, QEMU gone)
@@ -93,10 +95,11 @@ class Operations(pyfuse3.Operations):
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
                  generation: Callable[[], int] | None = None, xattrs: dict[bytes, bytes] | None = None,
-                 check: Callable[[], None] | None = None) -> None:
+                 check: Callable[[], None] | None = None, cache: bool = True) -> None:
         super().__init__()
         self.xattrs = dict(xattrs or {})
         self.check = check
+        self.cache = cache
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.file_mode = file_mode
@@ -170,7 +173,7 @@ class Operations(pyfuse3.Operations):
     def cached(self, inode: int) -> bool:
         """Whether the kernel may keep the pages of *inode* (a file whose content is fixed)."""
         node = self.nodes[inode]
-        return isinstance(node.obj, File) and not isinstance(node.obj.content, LiveText)
+        return self.cache and isinstance(node.obj, File) and not isinstance(node.obj.content, LiveText)
 
     def _check_generation(self) -> bool:
         """Take a new content generation: every cached file becomes stale; return whether it changed."""

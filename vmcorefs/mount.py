@@ -114,7 +114,8 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
                             dir_mode=0o555 if allow_other else 0o500, generation=machine.generation,
                             xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()},
-                            check=guest.check if guest else None)
+                            check=guest.check if guest else None,
+                            cache=not (guest is not None and guest.live))  # a live guest: every read comes here
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
         if guest is not None:
             guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die

@@ -17,6 +17,11 @@ if [ "${1:-}" = test ]; then
     want+=(qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross)
     # python-lzo (the lzo codec of kdump-compressed dumps) builds against it
     want+=(liblzo2-dev)
+    # the Debian s390x userland of contrib/guest/run-scenario.py (tests/test_t8_s390x.py):
+    # ../shared/guest/make-userland.sh packs it with mksquashfs and checks its
+    # busybox links (absolute, /bin/busybox) against this host's busybox;
+    # mke2fs and debugfs make and read the dump disk
+    want+=(squashfs-tools busybox e2fsprogs)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -288,7 +288,7 @@ def test_qemu_kdump_zlib_holds_the_memory_of_its_elf_dump(guest, mounter, tmp_pa
     ELF dump; mounted as it is, it is the kernel's /proc/vmcore, as the ELF
     dump is.
     """
-    from test_t6_consumers import require_s390x
+    from conftest import require_s390x
     zlib_dump, elf = guest / "qemu-kdump.kdump-zlib", guest / "qemu-kdump.elf"
     with open(zlib_dump, "rb") as f:
         assert f.read(16) == b"makedumpfile\0\0\0\0"  # QEMU writes the flattened format

@@ -160,6 +160,9 @@ def cmd_check(args) -> int:
     if dump.mode == "kdump":
         print(f"decision: kdump ({dump.why})")
         return 0
+    if dump.machine.is_live:
+        print(f"decision: live system, dumped as it is ({dump.why})")
+        return 1
     print(f"decision: stand-alone dump ({dump.why})")
     return 1
 
@@ -223,7 +226,8 @@ def _examples(*lines: str) -> str:
 
 SOURCE_HELP = ("a machine description (.toml, see 'vmcorefs emulate'), 'demo' (the built-in demo "
                "machine), an s390 dump-format file, an s390x ELF core (a vmcore, QEMU dump-guest-memory "
-               "output), a raw s390x memory image or qmp:PATH (the QMP socket of a running QEMU s390x guest "
+               "output), a kdump-compressed dump (makedumpfile; flattened or split), a raw s390x memory image, "
+               "/dev/mem (a live s390x system) or qmp:PATH (the QMP socket of a running QEMU s390x guest "
                "whose RAM is in a shared memory-backend-file: read in place, the guest stopped meanwhile)")
 
 

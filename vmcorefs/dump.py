@@ -116,7 +116,7 @@ async def decide(machine: Machine, mode: str = "auto", hsa: HsaReader | None = N
     report = await analyse(OldMemory(machine, swap, hsa).read, machine.contains, expect_crashkernel=swap,
                            left_out=machine.outside if machine.is_kdump_vmcore else None)
     capture = (await _running_capture_kernel(machine, hsa)
-               if machine.environment in ("standalone", "file") else None)
+               if machine.environment in ("standalone", "file") and not machine.is_live else None)
     capture_why = ""
     if capture is not None:
         # a stand-alone dump (or a dump file one wrote) caught a capture kernel
@@ -140,7 +140,10 @@ async def decide(machine: Machine, mode: str = "auto", hsa: HsaReader | None = N
 
     kdump_ok = report.kdump_ok
     reasons = "; ".join(report.reasons or ["no crashkernel"])
-    if mode == "auto":
+    if mode == "auto" and machine.is_live:
+        # nothing crashed: all memory as it is now, VMCOREINFO through lowcore 0xE0C (zgetdump's /dev/mem)
+        chosen, why = "standalone", "the source is a live system (/dev/mem): all memory as it is now"
+    elif mode == "auto":
         chosen = "kdump" if kdump_ok else "standalone"
         if kdump_ok and machine.is_kdump_vmcore:
             why = "the source is a kdump vmcore a capture kernel wrote (every os_info check passed)"

@@ -48,8 +48,8 @@ from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
 from .stores import FaultyStore, RawFileStore, Store
 
-__all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_MAKEDUMPFILE", "Machine",
-           "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
+__all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_LIVE", "KIND_MAKEDUMPFILE",
+           "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ KIND_KERNEL_VMCORE = "kernel vmcore (ELF core)"  # Machine.kind of a copy of a c
 MAX_MEMORY_END = 1 << 62
 KIND_MAKEDUMPFILE = "makedumpfile kdump-compressed dump"  # makedumpfile's output of such a /proc/vmcore
 KDUMP_VMCORE_KINDS = frozenset({KIND_KERNEL_VMCORE, KIND_MAKEDUMPFILE})  # a capture kernel left the crashkernel out
+KIND_LIVE = "live system (/dev/mem)"  # Machine.kind of a running system's memory (sources.devmem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +248,11 @@ class Machine:
     def is_kdump_vmcore(self) -> bool:
         """Whether the source is a capture kernel's /proc/vmcore, or made from one (the crashkernel left out of it)."""
         return self.kind in KDUMP_VMCORE_KINDS
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the source is a running system's memory (/dev/mem): nothing crashed, no CPU status."""
+        return self.kind == KIND_LIVE
 
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""

@@ -34,6 +34,8 @@ ENVIRONMENTS = {
 def environment_text(dump: Dump) -> str:
     """``ENVIRONMENT: what runs``, with the HSA's release and a capture kernel found."""
     m = dump.machine
+    if m.is_live:
+        return "live: the system runs; its memory is read through /dev/mem as it is now (nothing crashed)"
     guest = getattr(m, "guest", None)
     if guest is not None and m.environment == "file":
         text = f"{m.environment}: {m.kind}: the guest's memory as it is, read in place, with QEMU's CPU states"
@@ -79,6 +81,9 @@ def memory_text(dump: Dump) -> str:
 
 
 def cpus_text(dump: Dump) -> str:
+    if dump.machine.is_live:
+        return ("none dumped: a live system's CPUs run and have stored no status (/vmcore has no CPU notes, "
+                "as zgetdump's /dev/mem input)")
     return f"{len(dump.all_cpus)} ({len(dump.cpus)} dumped), vector registers: {dump.vector_text}"
 
 
@@ -218,7 +223,7 @@ def summary_text(dump: Dump) -> str:
         out.append(f"kdump swap: old [0, {dump.swap[1]:#x}) is at real {dump.swap[0]:#x} and back")
     out.append(f"crashkernel: {crashkernel_text(rep)}")
     out.append(f"cpus: {cpus_text(dump)}")
-    for i, c in enumerate(dump.all_cpus):
+    for i, c in enumerate(dump.all_cpus if not m.is_live else []):
         regs = c.regs
         out.append(f"  cpu {c.address}: prefix {regs['prefix']:#010x} psw {regs['psw'][0]:016x} "
                    f"{regs['psw'][1]:016x}{'  (boot)' if i == 0 else ''}")

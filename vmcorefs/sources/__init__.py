@@ -9,8 +9,9 @@ be (like ratarmount's backends or zgetdump's dfi list): each
 :class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
 ``check`` all open their SOURCE with :func:`open_source`.
 
-Kinds named by a prefix (``demo``, ``qmp:PATH``) are matched on the
-SOURCE text; files by their first bytes, in registry order, the machine
+Kinds named by a prefix (``demo``, ``qmp:PATH``) or a name (``/dev/mem``,
+:mod:`.devmem`: a live system) are matched on the SOURCE text; files by
+their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
 :mod:`.elfnotes` (CPU states from notes), :mod:`.kdumpfile` with
@@ -74,6 +75,14 @@ def _qmp(source: str, live: bool = False) -> Machine:
 def _qmp_absolute(source: str) -> str:
     from .qemu import absolute
     return absolute(source)
+def _devmem(source: str) -> Machine:
+    from .devmem import open_devmem
+    return open_devmem(source)
+
+
+def _is_devmem(source: str) -> bool:
+    from .devmem import is_devmem
+    return is_devmem(source)
 
 
 def _s390dump(source: str) -> Machine:
@@ -119,6 +128,7 @@ KINDS: list[SourceKind] = [
     SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
     SourceKind("QEMU guest", "'qmp:PATH' (a running QEMU's QMP socket)", _qmp,
                matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute),
+    SourceKind("live system", "/dev/mem of a running s390x system", _devmem, matches_name=_is_devmem),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
     SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
     SourceKind("kdump-compressed dump", "a kdump-compressed dump (makedumpfile, QEMU; 'KDUMP   ')", _kdump,
@@ -134,6 +144,8 @@ KINDS: list[SourceKind] = [
 def _read_head(source: str) -> bytes:
     """The first bytes of the file *source*: never blocking, never of a FIFO or device but a disk."""
     from ..files import describe_mode, open_input, stat_input
+    if source == "/proc/vmcore" and not os.path.exists(source):
+        raise InputError(f"{source}: no such file (only a kdump capture kernel has it)")
     st = stat_input(source, "")
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{source} is a directory, not a machine description or dump")

@@ -17,7 +17,7 @@ import pytest
 
 from vmcorefs.errors import InputError, MemoryReadError
 from vmcorefs.fs import Operations
-from vmcorefs.views.extents import BytesExtent, Extent, ExtentFile
+from vmcorefs.views.extents import BytesExtent, Extent, ExtentFile, LiveText
 from vmcorefs.views.tree import Directory, File
 
 DATA = bytes(range(256)) * 64
@@ -85,18 +85,39 @@ async def test_attributes_and_lookup():
 async def test_reads_give_the_extent_maps_bytes():
     ops = Operations(tree())
     fi = await ops.open(await lookup(ops, "data"), os.O_RDONLY, None)
-    assert fi.direct_io
+    assert not fi.direct_io and fi.keep_cache  # fixed content: the kernel's page cache keeps it
     for off, size in ((0, 100), (255, 4097), (len(DATA) - 10, 100), (len(DATA), 10)):
         assert await ops.read(fi.fh, off, size) == DATA[off:off + size]
     await ops.release(fi.fh)
     assert await fuse_error(ops.read(fi.fh, 0, 1)) == errno.EBADF
 
 
+async def test_page_cache_for_fixed_content_only_and_dropped_when_the_content_changes():
+    generation = [0]
+    root = tree()
+    root.add(File("live", LiveText(lambda: "changes")))
+    ops = Operations(root, generation=lambda: generation[0])
+    data, bad, live = [await lookup(ops, name) for name in ("data", "bad", "live")]
+    fi = await ops.open(live, os.O_RDONLY, None)
+    assert fi.direct_io and not fi.keep_cache  # made at every read: every read comes to the daemon
+    assert [(await ops.open(i, os.O_RDONLY, None)).keep_cache for i in (data, bad)] == [True, True]
+    generation[0] += 1  # a faults file reloaded: each cached file's next open drops its pages, once
+    assert [(await ops.open(i, os.O_RDONLY, None)).keep_cache for i in (data, data, bad, bad)] == \
+        [False, True, False, True]
+    fi = await ops.open(data, os.O_RDONLY, None)
+    generation[0] += 1  # noticed by a read: the next opens drop the pages too
+    assert await ops.read(fi.fh, 0, 10) == DATA[:10]
+    assert [(await ops.open(i, os.O_RDONLY, None)).keep_cache for i in (bad, data, data)] == [False, False, True]
+
+
 async def test_failed_reads_are_eio_and_the_rest_is_served():
     ops = Operations(tree())
     fi = await ops.open(await lookup(ops, "bad"), os.O_RDONLY, None)
     assert await ops.read(fi.fh, 0, 4096) == b"ok" * 2048
+    # a read that needs a bad byte fails whole, never a short count: the
+    # kernel would take a short answer to a readahead for the end of the file
     assert await fuse_error(ops.read(fi.fh, 4000, 200)) == errno.EIO
+    assert await fuse_error(ops.read(fi.fh, 0, 8192)) == errno.EIO
     buggy = await ops.open(await lookup(ops, "buggy"), os.O_RDONLY, None)
     assert await fuse_error(ops.read(buggy.fh, 0, 10)) == errno.EIO  # a bug is EIO, not a dead handler
     assert await ops.read(fi.fh, 10, 2) == b"ok"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -26,6 +29,15 @@ def load_offset(path) -> int:
         return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
 
 
+def pread_fresh(path, n: int, off: int) -> bytes:
+    """pread on a new open file: an open after a faults file changed drops the cached pages."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
+
+
 def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounter):
     d, old = faulty_machine
     m = mounter(d / "m.toml")
@@ -37,22 +49,28 @@ def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounte
         for kind in ("error", "timeout", "short", "wrong_count", "busy"):
             (d / "faults.toml").write_text(f'[[fault]]\nkind = "{kind}"\nfirst_page = 16\nlast_page = 16\n')
             time.sleep(0.02)  # a new mtime
+            os.close(fd)
+            fd = os.open(vm, os.O_RDONLY)  # the faults file changed: this open drops the cached pages
             with pytest.raises(OSError) as exc:
                 os.pread(fd, 4096, base + 16 * 4096)
             assert exc.value.errno == errno.EIO, kind
-            with pytest.raises(OSError):
-                os.pread(fd, 3 * 4096, base + 15 * 4096)  # a read that needs page 16
+            # a buffered read that needs page 16 gives what lies before it (a
+            # short count), the next read at page 16 fails: never zeros
+            assert os.pread(fd, 3 * 4096, base + 15 * 4096) == old[15 * 4096:16 * 4096], kind
+            with pytest.raises(OSError) as exc:
+                os.pread(fd, 3 * 4096, base + 16 * 4096)
+            assert exc.value.errno == errno.EIO, kind
             # neighbours, other HSA pages and real memory above the HSA still work
             assert os.pread(fd, 4096, base + 15 * 4096) == old[15 * 4096:16 * 4096], kind
             assert os.pread(fd, 4096, base + 17 * 4096) == old[17 * 4096:18 * 4096], kind
             assert os.pread(fd, 4096, base + 33 * MIB) == old[33 * MIB:33 * MIB + 4096], kind
         (d / "faults.toml").unlink()
         time.sleep(0.02)
-        assert os.pread(fd, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]  # recovered
+        assert pread_fresh(vm, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]  # recovered
         # transient busy is retried and succeeds
         (d / "faults.toml").write_text('[[fault]]\nkind = "busy"\ntimes = 20\n')
         time.sleep(0.02)
-        assert os.pread(fd, 4096, base) == old[:4096]
+        assert pread_fresh(vm, 4096, base) == old[:4096]
     finally:
         os.close(fd)
     err = m.unmount()
@@ -68,20 +86,27 @@ def test_store_io_errors_fail_exactly_the_affected_reads(faulty_machine, mounter
     vm = m.path("vmcore")
     base = load_offset(vm)
     bad = 36 * MIB + 8192  # above the HSA: real memory
+    (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {bad:#x}\nsize = 4096\n")
+    time.sleep(0.02)
     fd = os.open(vm, os.O_RDONLY)
     try:
-        (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {bad:#x}\nsize = 4096\n")
-        time.sleep(0.02)
-        for off, n in ((bad, 4096), (bad - 100, 200), (bad - 4096, 3 * 4096), (bad + 4095, 1)):
+        for off, n in ((bad, 4096), (bad + 4095, 1), (bad + 100, 3 * 4096)):
             with pytest.raises(OSError) as exc:
                 os.pread(fd, n, base + off)
+            assert exc.value.errno == errno.EIO, (off, n)
+        # a buffered read from a good page into the bad one returns the good
+        # bytes before it (a short count); the next read, at the bad page, fails
+        for off, n in ((bad - 100, 200), (bad - 4096, 3 * 4096)):
+            assert os.pread(fd, n, base + off) == old[off:bad], (off, n)
+            with pytest.raises(OSError) as exc:
+                os.pread(fd, n - (bad - off), base + bad)
             assert exc.value.errno == errno.EIO, (off, n)
         assert os.pread(fd, 4096, base + bad - 4096) == old[bad - 4096:bad]
         assert os.pread(fd, 4096, base + bad + 4096) == old[bad + 4096:bad + 8192]
         assert os.pread(fd, 4096, base) == old[:4096]
         (d / "store-faults.toml").unlink()
         time.sleep(0.02)
-        assert os.pread(fd, 3 * 4096, base + bad - 4096) == old[bad - 4096:bad + 8192]
+        assert pread_fresh(vm, 3 * 4096, base + bad - 4096) == old[bad - 4096:bad + 8192]
     finally:
         os.close(fd)
     err = m.unmount()
@@ -124,3 +149,129 @@ def test_signals_unmount_cleanly(sig, tmp_path):
         assert not os.path.ismount(mp)
     finally:
         m.cleanup()
+
+
+# --------------------------------------------------------------------------
+# the kernel's page cache cannot serve wrong bytes
+
+FAILED_READ = re.compile(r"read of vmcore at offset (0x[0-9a-f]+) \(\+(0x[0-9a-f]+)\) failed")
+
+
+def test_a_page_failing_in_readahead_fails_alone(faulty_machine, mounter):
+    """
+    A bad page inside a readahead request fails that request whole (EIO,
+    never a short answer); the kernel then reads the pages of it one at a
+    time (fuse_read_folio), so every neighbour reads right and only the bad
+    page fails, through read() and through a mapping (SIGBUS).
+    """
+    d, old = faulty_machine
+    bad = 36 * MIB + 64 * 4096
+    (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {bad:#x}\nsize = 4096\n")
+    text = (d / "m.toml").read_text().replace("[store]\n", '[store]\nfaults_file = "store-faults.toml"\n')
+    (d / "m.toml").write_text(text)
+    m = mounter(d / "m.toml", "--log", str(d / "daemon.log"))
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    assert base % 4096 == 0
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        start = bad - 48 * 4096
+        for addr in range(start, bad + 16 * 4096, 4096):  # page by page, as cat reads
+            if addr == bad:
+                with pytest.raises(OSError) as exc:
+                    os.pread(fd, 4096, base + addr)
+                assert exc.value.errno == errno.EIO
+            else:
+                assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096], hex(addr)
+        # cached now: the neighbours again, at once, and the bad page still fails
+        assert os.pread(fd, 64 * 4096, base + bad - 64 * 4096) == old[bad - 64 * 4096:bad]
+        assert os.pread(fd, 15 * 4096, base + bad + 4096) == old[bad + 4096:bad + 16 * 4096]
+        with pytest.raises(OSError):
+            os.pread(fd, 4096, base + bad)
+    finally:
+        os.close(fd)
+
+    # a program that maps the file reads the neighbours and gets SIGBUS at the bad page
+    script = (f"import mmap, os, sys\nfd = os.open({str(vm)!r}, os.O_RDONLY)\n"
+              f"m = mmap.mmap(fd, 3 * 4096, prot=mmap.PROT_READ, offset={base + bad - 4096})\n"
+              "sys.stdout.buffer.write(m[:4096] + m[8192:]); sys.stdout.flush()\n"
+              "m[4096]\nprint('no SIGBUS')\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert res.returncode == -signal.SIGBUS, (res.returncode, res.stderr)
+    assert res.stdout == old[bad - 4096:bad] + old[bad + 4096:bad + 8192]
+
+    # the daemon answered a readahead request spanning the bad page with EIO
+    # (no short answer), then the bad page alone with EIO
+    m.unmount()
+    failed = [(int(a, 16) - base, int(n, 16)) for a, n in FAILED_READ.findall((d / "daemon.log").read_text())]
+    assert any(off < bad < off + n and n > 4096 for off, n in failed), failed
+    assert (bad, 4096) in failed, failed
+    assert all(off <= bad < off + n for off, n in failed), failed  # no other range ever failed
+
+
+def test_a_fault_injected_later_keeps_the_cached_bytes_until_the_file_is_opened_again(faulty_machine, mounter):
+    """What was cached was read right and stays; the reload of the faults file drops it at the next open."""
+    d, old = faulty_machine
+    text = (d / "m.toml").read_text().replace("[store]\n", '[store]\nfaults_file = "store-faults.toml"\n')
+    (d / "m.toml").write_text(text)
+    m = mounter(d / "m.toml")
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    addr = 37 * MIB
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096]
+        (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {addr:#x}\nsize = 4096\n")
+        time.sleep(0.02)
+        # the reload happens at the next open or daemon read, or within half a
+        # second: until then this file may still give the bytes it cached
+        # (read before the fault), never anything else
+        try:
+            assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096]
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+        with pytest.raises(OSError) as exc:
+            pread_fresh(vm, 4096, base + addr)
+        assert exc.value.errno == errno.EIO
+        with pytest.raises(OSError) as exc:  # the old file's pages went too
+            os.pread(fd, 4096, base + addr)
+        assert exc.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+
+
+def test_an_image_changed_under_the_mount_is_never_served_from_the_cache(faulty_machine, mounter):
+    """The kernel's copy of a page goes when the image changes: at the next open, or within half a second."""
+    d, old = faulty_machine
+    m = mounter(d / "m.toml")
+    vm = m.path("vmcore")
+    base = load_offset(vm)
+    addr = 37 * MIB
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096]
+        new = bytes(255 - i % 256 for i in range(4096))
+        img = os.open(d / "mem.raw", os.O_WRONLY)
+        os.pwrite(img, new, addr)
+        os.close(img)
+        st = os.stat(d / "mem.raw")
+        os.utime(d / "mem.raw", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        # a new open: the cached page is gone, and the changed image gives EIO
+        # (its bytes are no longer the dump's), neither the old bytes nor the new
+        with pytest.raises(OSError) as exc:
+            pread_fresh(vm, 4096, base + addr)
+        assert exc.value.errno == errno.EIO
+        # the file held open: its pages go within half a second (a loaded machine may take longer)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                got = os.pread(fd, 4096, base + addr)
+            except OSError as exc:
+                assert exc.errno == errno.EIO
+                break
+            assert got == old[addr:addr + 4096], "neither the cached page nor EIO"
+            assert time.monotonic() < deadline, "the old page is still served"
+            time.sleep(0.1)
+    finally:
+        os.close(fd)

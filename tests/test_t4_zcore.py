@@ -14,7 +14,10 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -197,6 +200,49 @@ def test_demo_hsa_release(mounter):
     hsa.write_text("0")
     assert hsa.read_text() == "0\n"
     m.unmount()
+
+
+def test_hsa_release_drops_what_the_kernel_cached(mounter):
+    """
+    Low memory read (and so cached by the kernel) before the HSA is released
+    is never served after it: through files held open, read() gives EIO and
+    a mapping SIGBUS; memory above the HSA still reads.
+    """
+    m = mounter("demo")
+    vm, mem = m.path("vmcore"), m.path("zcore/mem")
+    phdr = read_at(vm, 64 + 56, 56)
+    p_offset = struct.unpack_from(">Q", phdr, 8)[0]
+    low = 0x10000  # old memory in the HSA, plain demo words
+    fds = {vm: os.open(vm, os.O_RDONLY), mem: os.open(mem, os.O_RDONLY)}
+    where = {vm: p_offset, mem: HDR}
+    mapper = subprocess.Popen(
+        [sys.executable, "-c",
+         "import mmap, os, sys\n"
+         f"fd = os.open({str(vm)!r}, os.O_RDONLY)\n"
+         f"m = mmap.mmap(fd, 4096, prot=mmap.PROT_READ, offset={p_offset + low})\n"
+         "sys.stdout.buffer.write(m[:16]); sys.stdout.flush()\n"
+         "sys.stdin.readline()\n"
+         "m[0]\nprint('no SIGBUS')\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert mapper.stdout.read(16) == demo_expected(low, 16)
+        for path, fd in fds.items():
+            assert os.pread(fd, 8 * 4096, where[path] + low) == demo_expected(low, 8 * 4096)
+            assert os.pread(fd, 4096, where[path] + low) == demo_expected(low, 4096)  # from the page cache
+        m.path("zcore/hsa").write_text("0\n")
+        for path, fd in fds.items():
+            for off in (low, low + 4096 * 7):
+                with pytest.raises(OSError) as exc:
+                    os.pread(fd, 4096, where[path] + off)
+                assert exc.value.errno == errno.EIO, (path, off)
+            a = DEMO_HSA + 0x5000
+            assert os.pread(fd, 4096, where[path] + a) == demo_expected(a, 4096)
+        out, err = mapper.communicate(b"go\n", timeout=60)
+        assert mapper.returncode == -signal.SIGBUS, (mapper.returncode, out, err)
+    finally:
+        mapper.kill()
+        for fd in fds.values():
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------

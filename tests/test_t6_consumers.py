@@ -483,3 +483,32 @@ def test_libkdumpfile(which, request, expected):
         assert (got["pswm"], got["pswa"]) == (cpu["pswm"], cpu["pswa"])
         assert [got[f"r{i}"] for i in range(16)] == cpu["gprs"]
         assert [got[f"a{i}"] for i in range(16)] == cpu["acrs"]
+
+
+def test_makedumpfile_on_an_unreadable_page(tmp_path):
+    """
+    makedumpfile maps /vmcore (as /proc/vmcore) by default: a page the mount
+    cannot read (a store I/O error) stops it with SIGBUS, never with zeros in
+    the dump; with --non-mmap it reads with read(), gets EIO and says so.
+    """
+    mdf = require_s390x("makedumpfile")
+    require_fuse()
+    desc = describe_kdump_fixture(tmp_path)
+    # old 0x100000 (the kernel's text, kept by every dump level) lies at
+    # 0x34100000 in the image: the crashkernel swap
+    (tmp_path / "faults.toml").write_text("[[fault]]\naddress = 0x34100000\nsize = 4096\n")
+    desc.write_text(desc.read_text().replace("[store]\n", '[store]\nfaults_file = "faults.toml"\n'))
+    (tmp_path / "mnt").mkdir()
+    m = Mount(str(desc), tmp_path / "mnt")
+    try:
+        vmcore = m.path("vmcore")
+        res = run(mdf + ["-d", "31", "-c", vmcore, tmp_path / "mmap.kdump"], ok=False, timeout=600)
+        assert "makedumpfile Completed." not in res.stdout + res.stderr
+        assert res.returncode in (-7, 128 + 7), (res.returncode, res.stderr[-2000:])  # SIGBUS (7 on x86 and s390x)
+        res = run(mdf + ["--non-mmap", "-d", "31", "-c", vmcore, tmp_path / "read.kdump"], ok=False, timeout=600)
+        out = res.stdout + res.stderr
+        assert res.returncode == 1 and "makedumpfile Failed." in out, (res.returncode, out[-2000:])
+        assert "Can't read the dump memory" in out and "Input/output error" in out, out[-2000:]
+        m.unmount()
+    finally:
+        m.cleanup()

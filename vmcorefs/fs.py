@@ -11,6 +11,24 @@ and only here: a :class:`~vmcorefs.errors.MemoryReadError` is logged with
 its address and answered with ``EIO``; any unexpected exception is logged
 with its traceback and answered with ``EIO`` too, so one bad read never
 stops the daemon.
+
+The kernel's page cache keeps what was read of the files whose content is
+fixed (extent maps): a re-read never reaches the daemon. That is safe
+because a read is answered whole or with ``EIO``, never short: the kernel
+marks the pages of a failed request not up to date and reads them again one
+at a time, so only the unreadable page fails (``fuse_readahead`` /
+``fuse_read_folio`` in ``fs/fuse/file.c``), and a short answer, which the
+kernel takes for the end of the file, never comes. Where the content does
+change, the cached pages are dropped: after an HSA release
+(:meth:`Operations.refresh`) and when the *generation* of the content
+changes (a faults file reloaded, the source image changed), noticed at the
+next open or read that reaches the daemon, or within half a second
+(:meth:`Operations.watch`); an open drops the file's pages before it
+returns, so a file opened after a change never shows what was cached
+before it. Files made at every read (:class:`LiveText`) are read with
+direct I/O. A second short read that reaches the daemon in the same aligned
+64 KiB brings that block into the cache (FUSE_NOTIFY_STORE): crash and drgn
+read scattered words and pages, most of them near each other.
 """
 
 from __future__ import annotations
@@ -34,6 +52,8 @@ __all__ = ("Operations", "close", "serve", "start", "terminate")
 log = logging.getLogger(__name__)
 
 BLKSIZE = 1 << 20  # readers that honour st_blksize ask for 1 MiB
+READAHEAD_KB = 1024  # the kernel reads ahead this much (its default for FUSE: 128 KiB)
+PREFETCH = 64 << 10  # a smaller read that reaches the daemon brings the aligned block around it into the cache
 
 
 class _Node:
@@ -56,8 +76,13 @@ class Operations(pyfuse3.Operations):
     :param gid: group of every file
     :param file_mode: permission bits of files (0o400: the owner only)
     :param dir_mode: permission bits of directories (0o500)
+    :param generation: returns a number that changes when the content
+        changed without an HSA release (a faults file reloaded, the source
+        changed); None: it never does
     :param xattrs: extended attributes every file and directory has,
         hidden (not listed): what the daemon tells ``vmcorefs save``
+    :param cache: let the kernel keep what was read of files of fixed
+        content (False: a live source whose memory changes as it is read)
     :param check: called before every read of a file other than a live text
         (/meminfo/summary); raises MemoryReadError once the source's memory
         can no longer be trusted (a running guest resumed, QEMU gone)
@@ -69,10 +94,12 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, root: Directory, *, uid: int | None = None, gid: int | None = None,
                  file_mode: int = 0o400, dir_mode: int = 0o500, mtime_ns: int | None = None,
-                 xattrs: dict[bytes, bytes] | None = None, check: Callable[[], None] | None = None) -> None:
+                 generation: Callable[[], int] | None = None, xattrs: dict[bytes, bytes] | None = None,
+                 check: Callable[[], None] | None = None, cache: bool = True) -> None:
         super().__init__()
         self.xattrs = dict(xattrs or {})
         self.check = check
+        self.cache = cache
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self.file_mode = file_mode
@@ -82,6 +109,15 @@ class Operations(pyfuse3.Operations):
         self._add(root, pyfuse3.ROOT_INODE)
         self.open_files: dict[int, File] = {}
         self._next_fh = 1
+        self.generation = generation
+        self._generation = generation() if generation is not None else 0
+        self._stale: set[int] = set()  # cached inodes whose pages their next open drops
+        self.readahead_file: str | None = None  # the mount's read_ahead_kb in sysfs, set at the first open
+        self._inodes: dict[int, int] = {}  # file handle -> inode
+        self._epoch = 0  # changes whenever cached pages must go: a prefetch read before then is not stored
+        self._store_lock: trio.Lock | None = None  # held while prefetched pages are stored
+        self._fetched: dict[tuple[int, int], None] = {}  # (inode, block) prefetched lately
+        self._missed: dict[tuple[int, int], None] = {}  # (inode, block) with one short read that reached us
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -127,17 +163,102 @@ class Operations(pyfuse3.Operations):
                 node.attr.st_blocks = (node.obj.size + 511) // 512
                 (written if node.obj.write is not None else settled).append(inode)
 
-        def invalidate(inodes: list[int]) -> None:
-            for inode in inodes:
-                try:
-                    pyfuse3.invalidate_inode(inode)
-                except OSError:
-                    pass  # the kernel never looked it up
-
+        async with self._storing():
+            self._new_epoch()
         with trio.move_on_after(10):
-            await trio.to_thread.run_sync(invalidate, settled, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_invalidate, settled, abandon_on_cancel=True)
         with trio.move_on_after(0.1):
-            await trio.to_thread.run_sync(invalidate, written, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(_invalidate, written, abandon_on_cancel=True)
+
+    def cached(self, inode: int) -> bool:
+        """Whether the kernel may keep the pages of *inode* (a file whose content is fixed)."""
+        node = self.nodes[inode]
+        return self.cache and isinstance(node.obj, File) and not isinstance(node.obj.content, LiveText)
+
+    def _check_generation(self) -> bool:
+        """Take a new content generation: every cached file becomes stale; return whether it changed."""
+        if self.generation is None and self.check is None:
+            return False
+        gen = self.generation() if self.generation is not None else 0
+        if self.check is not None:
+            try:
+                self.check()
+            except VmcorefsError:  # the memory can no longer be trusted (a running guest resumed)
+                gen = -1 - gen
+        if gen == self._generation:
+            return False
+        self._generation = gen
+        self._new_epoch()
+        self._stale = {inode for inode in self.nodes if self.cached(inode)}
+        log.info("the content changed (content generation %d): dropping the cached pages", gen)
+        return True
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """
+        Look at the content generation every *interval* seconds and drop
+        the cached pages when it changed, for files held open long (an
+        open or a read that reaches the daemon notices it at once).
+        """
+        if self.generation is None and self.check is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            if self._check_generation():
+                await self._drop_stale()
+
+    async def _drop_stale(self) -> None:
+        """Drop the pages of the stale files (from a thread: the kernel waits for pages being read)."""
+        inodes = sorted(self._stale)  # their next opens drop them again, in case this comes late
+        async with self._storing():  # after any store of pages read before the change
+            await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
+
+    def _new_epoch(self) -> None:
+        self._epoch += 1
+        self._fetched.clear()
+        self._missed.clear()
+
+    def _storing(self) -> trio.Lock:
+        if self._store_lock is None:
+            self._store_lock = trio.Lock()
+        return self._store_lock
+
+    def _want_prefetch(self, inode: int, f: File, off: int, n: int) -> None:
+        """
+        At the second read shorter than :data:`PREFETCH` that reaches the
+        daemon in the same aligned block (crash and drgn read 8 bytes to a
+        page at scattered places, most near each other), read that block
+        and store it in the kernel's cache (FUSE_NOTIFY_STORE): the reader's
+        next reads nearby need no round trip, while reads spread wide do not
+        pay for blocks nobody reads again. A block with a page that cannot be read
+        is not stored (that page fails when it is read); nothing read
+        before a change (:meth:`refresh`, a new generation) is stored after it.
+        """
+        block = off - off % PREFETCH
+        key = (inode, block)
+        if n >= PREFETCH or key in self._fetched or not self.cached(inode):
+            return
+        if key not in self._missed:
+            if len(self._missed) >= 65536:
+                self._missed.clear()
+            self._missed[key] = None
+            return
+        del self._missed[key]
+        if len(self._fetched) >= 4096:
+            self._fetched.clear()
+        self._fetched[key] = None
+        end = min(block + PREFETCH, f.size)
+        skip = (off - off % 4096, min(end, off + n + (-(off + n)) % 4096))  # the reader's own pages, locked now
+        trio.lowlevel.spawn_system_task(self._prefetch, inode, f, block, end, skip, self._epoch)
+
+    async def _prefetch(self, inode: int, f: File, start: int, end: int, skip: tuple[int, int], epoch: int) -> None:
+        try:
+            data = await f.content.read(start, end - start)
+        except Exception:  # noqa: BLE001 - the reader's own read tells
+            return
+        pieces = [(start, data[:skip[0] - start]), (skip[1], data[skip[1] - start:])]
+        async with self._storing():
+            if epoch == self._epoch:
+                await trio.to_thread.run_sync(_store, inode, pieces, abandon_on_cancel=True)
 
     def _node(self, inode: int) -> _Node:
         node = self.nodes.get(inode)
@@ -188,12 +309,23 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self.open_files[fh] = node.obj
-        # direct I/O: every read reaches the daemon with the reader's own range,
-        # so an unreadable page fails exactly the reads that need it (a kernel
-        # readahead request spanning it would fail innocent neighbours, and a
-        # short reply would shrink the file), and nothing stale is served from
-        # the page cache after the HSA is released.
-        return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        self._inodes[fh] = inode
+        if not self.cached(inode):  # made at every read: each read comes here
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        if self.readahead_file is not None:
+            _set_readahead(self.readahead_file)
+            self.readahead_file = None
+        # the page cache: answered whole or with EIO (see the module docs); a
+        # file whose content changed since the kernel cached it is opened
+        # with keep_cache off, and the kernel drops its pages before the
+        # open returns
+        self._check_generation()
+        keep = inode not in self._stale
+        if not keep:
+            self._stale.discard(inode)
+            async with self._storing():  # a store of pages read before the change ends first
+                pass
+        return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=keep)
 
     async def read(self, fh, off, size):
         f = self.open_files.get(fh)
@@ -202,9 +334,18 @@ class Operations(pyfuse3.Operations):
         try:
             if self.check is not None and not isinstance(f.content, LiveText):
                 self.check()
-            return await f.content.read(off, size)
+            data = await f.content.read(off, size)
+            if self._check_generation():
+                # noticed while reading: the open files' pages go now, not
+                # waited for (the kernel holds this read's pages locked)
+                trio.lowlevel.spawn_system_task(self._drop_stale)
+            elif PREFETCH:
+                self._want_prefetch(self._inodes[fh], f, off, len(data))
+            return data
         except MemoryReadError as exc:
             log.error("read of %s at offset %#x (+%#x) failed: %s", f.name, off, size, exc)
+            if self._check_generation():  # the image changed, a running guest resumed
+                trio.lowlevel.spawn_system_task(self._drop_stale)
             raise pyfuse3.FUSEError(errno.EIO) from exc
         except VmcorefsError as exc:
             log.error("read of %s at offset %#x failed: %s", f.name, off, exc)
@@ -236,6 +377,7 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh):
         self.open_files.pop(fh, None)
+        self._inodes.pop(fh, None)
 
     async def statfs(self, ctx):
         st = pyfuse3.StatvfsData()
@@ -295,6 +437,55 @@ class Operations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.EROFS)
 
 
+def _set_readahead(path: str) -> None:
+    """
+    Let the kernel read ahead :data:`READAHEAD_KB` (in requests of up to
+    1 MiB): a sequential reader then finds the next pages read while it
+    copies. After the mount's INIT (which sets 128 KiB), so at the first
+    open; only root may, others keep the kernel's default.
+    """
+    try:
+        with open(path, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except OSError as exc:
+        log.debug("cannot set %s: %s", path, exc.strerror)
+
+
+def _bdi_readahead_file(mountpoint: str) -> str | None:
+    """Return the sysfs read_ahead_kb file of the mount on *mountpoint* (from /proc/self/mountinfo, not stat)."""
+    escaped = os.path.abspath(mountpoint).replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011") \
+        .replace("\n", "\\012")
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):  # the newest mount on that point
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == escaped:
+            return f"/sys/class/bdi/{fields[2]}/read_ahead_kb"
+    return None
+
+
+def _store(inode: int, pieces: list[tuple[int, bytes]]) -> None:
+    """Put *pieces* (offset, bytes) of *inode* into the kernel's page cache."""
+    for offset, data in pieces:
+        if data:
+            try:
+                pyfuse3.notify_store(inode, offset, data)
+            except OSError:
+                pass  # the kernel dropped the inode meanwhile
+
+
+def _invalidate(inodes: list[int]) -> None:
+    """Let the kernel forget the attributes and every cached page of *inodes*."""
+    for inode in inodes:
+        try:
+            pyfuse3.invalidate_inode(inode)  # offset 0, length 0: all pages
+        except OSError:
+            pass  # the kernel never looked it up
+
+
 # --------------------------------------------------------------------------
 # the FUSE session
 
@@ -309,6 +500,7 @@ def start(ops: Operations, mountpoint: str, options: set[str]) -> None:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:
         raise InputError(f"cannot mount on {mountpoint}: {exc} (is fuse3 installed and /dev/fuse usable?)") from exc
+    ops.readahead_file = _bdi_readahead_file(mountpoint)
 
 
 async def serve() -> None:

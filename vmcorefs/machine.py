@@ -39,11 +39,14 @@ import dataclasses
 import itertools
 import logging
 import operator
+import os
+
+import trio
 
 from .errors import InputError, MemoryReadError
 from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
-from .stores import Store
+from .stores import FaultyStore, RawFileStore, Store
 
 __all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_LIVE", "KIND_MAKEDUMPFILE",
            "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
@@ -216,6 +219,9 @@ class Machine:
         self.kind = kind
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
+        self._watched: list[Store] | None = None  # what generation() looks at
+        self._images: dict[int, tuple[int, int]] = {}
+        self._image_changes = 0
         self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
         self.guest = None  # a running QEMU guest the memory is read from (sources.qemu.Guest), set by its source
 
@@ -273,6 +279,37 @@ class Machine:
         except MemoryReadError as exc:
             raise InputError(f"cannot read the capture kernel's parmarea: {exc}") from exc
 
+    def generation(self) -> int:
+        """
+        Return a number that changes whenever what the machine's memory
+        reads as may have changed while mounted: a faults file (the store's
+        or the SCLP's) changed, or a memory image file changed under it (its
+        size or modification time). Re-reads the faults files that changed.
+        """
+        if self._watched is None:
+            self._watched = []
+            todo = [self.real] + ([self.sclp.hsa] if self.sclp is not None else [])
+            while todo:
+                store = todo.pop()
+                if isinstance(store, (FaultyStore, RawFileStore)):
+                    self._watched.append(store)
+                todo += [s for s in (getattr(store, "base", None),) if isinstance(s, Store)]
+                todo += [s for _a, s in getattr(store, "items", ())]
+        gen = self.sclp.reload_faults() if self.sclp is not None else 0
+        for store in self._watched:
+            if isinstance(store, FaultyStore):
+                gen += store.reload()
+            elif store.fd >= 0:
+                try:
+                    st = os.fstat(store.fd)
+                except OSError:
+                    continue
+                key = (st.st_size, st.st_mtime_ns)
+                if self._images.setdefault(id(store), key) != key:
+                    self._images[id(store)] = key
+                    self._image_changes += 1
+        return gen + self._image_changes
+
     def close(self) -> None:
         self.real.close()
         if self.sclp is not None:
@@ -293,6 +330,7 @@ class OldMemory:
         self.swap = swap
         self.hsa = hsa
         self.hsa_size = machine.hsa_size if hsa is not None else 0
+        self._limiter: trio.CapacityLimiter | None = None
         if swap is not None:
             base, size = swap
             if base % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
@@ -326,8 +364,17 @@ class OldMemory:
             pos += n
         return out
 
+    THREAD_MIN = 32 << 10  # real memory reads at least this long run in a worker thread
+    THREADS = 4  # at most this many at once
+
     async def read(self, address: int, length: int) -> bytes:
-        """Return *length* bytes of old memory at *address*."""
+        """
+        Return *length* bytes of old memory at *address*. Long reads of real
+        memory that may wait for a disk run in worker threads (at most
+        :attr:`THREADS`), so that the event loop serves other requests
+        meanwhile; generated memory is made here (threads would only share
+        the interpreter's lock).
+        """
         parts = []
         for _old, real, n in self.translate(address, length):
             if real < self.hsa_size:
@@ -335,6 +382,10 @@ class OldMemory:
                 parts.append(await self.hsa.read(real, h))
                 real += h
                 n -= h
-            if n:
+            if n >= self.THREAD_MIN and self.machine.real.blocking:
+                if self._limiter is None:
+                    self._limiter = trio.CapacityLimiter(self.THREADS)
+                parts.append(await trio.to_thread.run_sync(self.machine.real.read, real, n, limiter=self._limiter))
+            elif n:
                 parts.append(self.machine.real.read(real, n))
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)

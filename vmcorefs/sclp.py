@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tomllib
 
 import trio
 
@@ -142,6 +141,7 @@ def dump_ipl(store: Store, hsa_size: int, boot_status: bytes | None = None) -> t
 
 def load_fault_rules(path: str) -> list[FaultRule]:
     """Return the fault rules of a TOML file with ``[[fault]]`` tables (none if there is no file)."""
+    import tomllib  # only machines with a faults file need it: not on the path of every save
     if not os.path.exists(path):
         return []
     try:
@@ -217,6 +217,11 @@ class SdiasDevice:
     def _refresh_faults(self) -> None:
         if self._watched is not None:
             self.faults = self._watched.current()
+
+    def reload_faults(self) -> int:
+        """Re-read the faults file if it changed; return how often it changed (its version)."""
+        self._refresh_faults()
+        return self._watched.version if self._watched is not None else 0
 
     def _fault_for(self, first_page: int, count: int) -> str | None:
         self._refresh_faults()

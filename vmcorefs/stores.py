@@ -47,6 +47,7 @@ class Store:
 
     size: int = 0
     name: str = "store"
+    blocking: bool = True  # reads may wait for a disk (a mount runs long ones in worker threads)
 
     def read(self, address: int, length: int) -> bytes:
         """Return *length* bytes at *address*; raise MemoryReadError if impossible."""
@@ -63,6 +64,8 @@ class Store:
 class ZeroStore(Store):
     """A store of zeros."""
 
+    blocking = False
+
     def __init__(self, size: int) -> None:
         self.size = size
         self.name = "zeros"
@@ -74,6 +77,8 @@ class ZeroStore(Store):
 
 class BytesStore(Store):
     """A store backed by a bytes object (small synthetic machines, tests)."""
+
+    blocking = False
 
     def __init__(self, data: bytes, name: str = "bytes") -> None:
         self.data = bytes(data)
@@ -173,7 +178,6 @@ class RawFileStore(Store):
 
 _BLOCK = 1 << 20
 _offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
-_or_tables: dict[int, bytes] = {}  # byte value v -> translate table x -> x | v
 
 
 def _block_offsets() -> bytes:
@@ -198,26 +202,35 @@ def _tag_template(top: int) -> bytes:
     return bytes(data)
 
 
+@functools.lru_cache(maxsize=16)
+def _nibble_template(top: int, nibble: int) -> bytes:
+    """:func:`_tag_template` with the high half of byte 5 of every word set to *nibble* (address bits 20-23)."""
+    data = bytearray(_tag_template(top))
+    if nibble:
+        table = bytes(x | nibble << 4 for x in range(256))
+        data[5::8] = _block_offsets()[5::8].translate(table)
+    return bytes(data)
+
+
 @functools.lru_cache(maxsize=4)  # an unaligned sequential read needs the last block again
 def _tagged_block(high: int) -> bytes:
     """
     Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
     low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
-    (bits 0-19), *high* bytes 0-5. Bytes 0-2 come with a template made once
-    per tag, bytes 3-4 are set with one strided slice assignment each, and
-    byte 5 is ORed in with one translate.
+    (bits 0-19), *high* bytes 0-5. Bytes 0-2 and the high half of byte 5
+    come with a template made once (per tag and 1 MiB block modulo 16 MiB),
+    bytes 3-4 are set with one strided slice assignment each (none in the
+    first 16 MiB of a 4 GiB range).
     """
-    data = bytearray(_tag_template(high >> 40))
     hb = high.to_bytes(8, "big")
+    template = _nibble_template(high >> 40, hb[5] >> 4)
+    if not hb[3] and not hb[4]:
+        return template
+    data = bytearray(template)
     n = _BLOCK // 8
     for k in (3, 4):
         if hb[k]:
             data[k::8] = hb[k:k + 1] * n
-    if hb[5]:
-        table = _or_tables.get(hb[5])
-        if table is None:
-            table = _or_tables[hb[5]] = bytes(x | hb[5] for x in range(256))
-        data[5::8] = _block_offsets()[5::8].translate(table)
     return bytes(data)
 
 
@@ -231,7 +244,7 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
     start = address & ~7
     end = (address + length + 7) & ~7
     low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
-    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 4:
+    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
         # the tag's bits lie above every address and every offset in a 1 MiB
         # block: a word is (tag | block) | offset, a whole block at a time
         parts = []
@@ -260,6 +273,8 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
 
 class GeneratedStore(Store):
     """Memory computed by a function ``fn(address, length) -> bytes``."""
+
+    blocking = False
 
     def __init__(self, size: int, fn: Callable[[int, int], bytes], name: str = "generated") -> None:
         self.size = size
@@ -336,6 +351,15 @@ class FaultyStore(Store):
         self._watched = WatchedFile(faults_file, load_store_faults, [])
         self.bad = self._watched.current()  # a bad file is refused now
 
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking
+
+    def reload(self) -> int:
+        """Re-read the faults file if it changed; return how often it changed (its version)."""
+        self._refresh()
+        return self._watched.version
+
     def _refresh(self) -> None:
         self.bad = self._watched.current()
 
@@ -355,6 +379,10 @@ class SliceStore(Store):
 
     def __init__(self, base: Store, start: int, size: int, name: str | None = None) -> None:
         self.base, self.start, self.size, self.name = base, start, size, name or base.name
+
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
@@ -383,6 +411,10 @@ class OverlayStore(Store):
                 raise ValueError(f"overlay at {a:#x} lies outside the store")
         self.starts = [a for a, _ in items]
         self.items = items
+
+    @property
+    def blocking(self) -> bool:  # type: ignore[override]
+        return self.base.blocking or any(s.blocking for _a, s in self.items)
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)

@@ -188,6 +188,8 @@ def resume(qmp: Qmp) -> bool:
 class GuestMemoryStore(RawFileStore):
     """The guest's RAM file, read in place; every read first asks :meth:`Guest.check`."""
 
+    blocking = False  # RAM (tmpfs), and Guest.check reads the QMP socket: never from worker threads
+
     def __init__(self, path: str, size: int, guest: Guest) -> None:
         super().__init__(path, size)
         self.guest = guest

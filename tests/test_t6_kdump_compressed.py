@@ -53,7 +53,7 @@ RUNS = {
 # --- the dumps --------------------------------------------------------------------
 
 def _key(mdf: list[str], elf: Path) -> str:
-    h = hashlib.sha256_file()
+    h = hashlib.sha256()
     h.update(Path(mdf[-1]).read_bytes())
     h.update((elf.parent / (elf.name + ".verified")).read_bytes())
     h.update(json.dumps(RUNS, sort_keys=True).encode())
@@ -344,7 +344,7 @@ def test_snappy_and_zstd_made_here_read_as_libkdumpfile_reads_them(codec, flag, 
 import hashlib, sys, kdumpfile
 k = kdumpfile.kdumpfile(sys.argv[1])
 for a in sys.argv[2:]:
-    print(hashlib.sha256_file(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(a), 4096)).hexdigest())
+    print(hashlib.sha256(k.read(kdumpfile.KDUMP_MACHPHYSADDR, int(a), 4096)).hexdigest())
 """
     ld = loads(vmcore)
     addrs = [p + i * PAGE for _, p, s in ld for i in range(0, s // PAGE, 7)]
@@ -352,7 +352,7 @@ for a in sys.argv[2:]:
     if res.returncode and "No module named 'kdumpfile'" in res.stderr:
         pytest.skip("python3-libkdumpfile is missing for /usr/bin/python3")
     assert res.returncode == 0, res.stderr[-2000:]
-    want = [hashlib.sha256_file(physical(vmcore, a, PAGE)).hexdigest() for a in addrs]
+    want = [hashlib.sha256(physical(vmcore, a, PAGE)).hexdigest() for a in addrs]
     assert res.stdout.split() == want
 
 

@@ -209,8 +209,11 @@ class Operations(pyfuse3.Operations):
     async def _drop_stale(self) -> None:
         """Drop the pages of the stale files (from a thread: the kernel waits for pages being read)."""
         inodes = sorted(self._stale)  # their next opens drop them again, in case this comes late
-        async with self._storing():  # after any store of pages read before the change
-            await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
+        try:
+            async with self._storing():  # after any store of pages read before the change
+                await trio.to_thread.run_sync(_invalidate, inodes, abandon_on_cancel=True)
+        except Exception:  # may run as a background task: it must not stop the daemon
+            log.exception("cannot drop the kernel's cached pages of inodes %s", inodes)
 
     def _new_epoch(self) -> None:
         self._epoch += 1
@@ -256,9 +259,12 @@ class Operations(pyfuse3.Operations):
         except Exception:  # noqa: BLE001 - the reader's own read tells
             return
         pieces = [(start, data[:skip[0] - start]), (skip[1], data[skip[1] - start:])]
-        async with self._storing():
-            if epoch == self._epoch:
-                await trio.to_thread.run_sync(_store, inode, pieces, abandon_on_cancel=True)
+        try:
+            async with self._storing():
+                if epoch == self._epoch:
+                    await trio.to_thread.run_sync(_store, inode, pieces, abandon_on_cancel=True)
+        except Exception:  # a background task: whatever fails here must not stop the daemon
+            log.exception("cannot store a prefetched block of inode %d at %#x in the kernel's cache", inode, start)
 
     def _node(self, inode: int) -> _Node:
         node = self.nodes.get(inode)

@@ -46,7 +46,7 @@ BE_TESTS = [
     "tests/test_t4_zcore.py::test_save_area_blocks_later_cpu_wins",
     "tests/test_t4_zcore.py::test_dump_file_checks",
     "tests/test_t4_zcore.py::test_dump_file_versions_and_truncation",
-    "tests/test_t7_cli.py::test_store_pieces_knows_dump_and_elf_stores_by_class",
+    "tests/test_t7_save.py::test_store_pieces_knows_dump_and_elf_stores_by_class",
 ]
 
 pytestmark = pytest.mark.guest

@@ -39,7 +39,16 @@ __all__ = (
     "ZeroStore",
     "address_words",
     "files_read",
+    "zeros",
 )
+
+_BLOCK = 1 << 20
+_ZEROS = bytes(_BLOCK)  # never written: the kernel's copy of a reply reads the shared zero page
+
+
+def zeros(length: int) -> bytes:
+    """Return *length* zero bytes: one shared block for the 1 MiB of readahead requests, no new memory."""
+    return _ZEROS if length == _BLOCK else bytes(length)
 
 
 class Store:
@@ -52,6 +61,10 @@ class Store:
     def read(self, address: int, length: int) -> bytes:
         """Return *length* bytes at *address*; raise MemoryReadError if impossible."""
         raise NotImplementedError
+
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        """As :meth:`read` where that cannot wait for a disk; None where it might (then :meth:`read` it)."""
+        return None if self.blocking else self.read(address, length)
 
     def close(self) -> None:
         """Release what the store holds open."""
@@ -72,7 +85,7 @@ class ZeroStore(Store):
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
-        return bytes(length)
+        return zeros(length)
 
 
 class BytesStore(Store):
@@ -145,6 +158,15 @@ class RawFileStore(Store):
 
     HOLE_CHECK = 1 << 16  # reads at least this long first ask where data is
 
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        """The zeros of a hole (one ``lseek``, no disk read); None for a range with data."""
+        self._check(address, length)
+        if not self.sparse or length < self.HOLE_CHECK or self._next_data(address) < address + length:
+            return None
+        self.hole_bytes += length
+        self.check_unchanged(address)
+        return zeros(length)
+
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
         data = self._read(address, length)
@@ -156,7 +178,7 @@ class RawFileStore(Store):
             data_at = self._next_data(address)
             if data_at >= address + length:
                 self.hole_bytes += length
-                return bytes(length)  # a hole: zeros without touching the disk
+                return zeros(length)  # a hole: zeros without touching the disk
             if data_at > address:
                 head = data_at - address
                 self.hole_bytes += head
@@ -176,7 +198,6 @@ class RawFileStore(Store):
             self.fd = -1
 
 
-_BLOCK = 1 << 20
 _offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
 
 
@@ -364,11 +385,18 @@ class FaultyStore(Store):
         self.bad = self._watched.current()
 
     def read(self, address: int, length: int) -> bytes:
+        self._fail(address, length)
+        return self.base.read(address, length)
+
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        self._fail(address, length)
+        return self.base.read_nowait(address, length)
+
+    def _fail(self, address: int, length: int) -> None:
         self._refresh()
         for start, end in self.bad:
             if address < end and start < address + length:
                 raise MemoryReadError(max(address, start), f"{self.name}: I/O error (injected)")
-        return self.base.read(address, length)
 
     def close(self) -> None:
         self.base.close()
@@ -387,6 +415,10 @@ class SliceStore(Store):
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
         return self.base.read(self.start + address, length)
+
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        self._check(address, length)
+        return self.base.read_nowait(self.start + address, length)
 
 
 class OverlayStore(Store):
@@ -417,6 +449,12 @@ class OverlayStore(Store):
         return self.base.blocking or any(s.blocking for _a, s in self.items)
 
     def read(self, address: int, length: int) -> bytes:
+        return self._read(address, length, False)  # type: ignore[return-value]
+
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        return self._read(address, length, True)
+
+    def _read(self, address: int, length: int, nowait: bool) -> bytes | None:
         self._check(address, length)
         parts = []
         pos, end = address, address + length
@@ -425,14 +463,17 @@ class OverlayStore(Store):
             if i >= 0 and pos < self.starts[i] + self.items[i][1].size:
                 a, s = self.items[i]
                 n = min(end, a + s.size) - pos
-                parts.append(s.read(pos - a, n))
+                part = s.read_nowait(pos - a, n) if nowait else s.read(pos - a, n)
             else:
                 nxt = self.starts[i + 1] if i + 1 < len(self.starts) else end
                 n = min(end, nxt) - pos
-                parts.append(self.base.read(pos, n))
+                part = self.base.read_nowait(pos, n) if nowait else self.base.read(pos, n)
                 i += 1
+            if part is None:
+                return None
+            parts.append(part)
             pos += n
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         self.base.close()

@@ -18,6 +18,8 @@ import bisect
 import itertools
 from typing import Awaitable, Callable
 
+from ..stores import zeros
+
 __all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
@@ -55,7 +57,7 @@ class ZeroExtent(Extent):
     __slots__ = ()
 
     async def read(self, offset: int, length: int) -> bytes:
-        return bytes(length)
+        return zeros(length)
 
 
 class MemoryExtent(Extent):

@@ -233,7 +233,7 @@ def _nibble_template(top: int, nibble: int) -> bytes:
     return bytes(data)
 
 
-@functools.lru_cache(maxsize=4)  # an unaligned sequential read needs the last block again
+@functools.lru_cache(maxsize=4)
 def _tagged_block(high: int) -> bytes:
     """
     Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
@@ -255,6 +255,28 @@ def _tagged_block(high: int) -> bytes:
     return bytes(data)
 
 
+def _tagged_range(tag: int, start: int, end: int) -> bytes:
+    """
+    Return the words ``tag | a`` of the aligned range [*start*, *end*) as
+    :func:`_tagged_block` makes them, each block's part copied once from its
+    template into one buffer (a read that is not block aligned, as the 1 MiB
+    requests for /vmcore are, costs no more than an aligned one).
+    """
+    out = bytearray(end - start)
+    pos = start
+    while pos < end:
+        block = pos - pos % _BLOCK
+        stop = min(end, block + _BLOCK)
+        hb = (tag | block).to_bytes(8, "big")
+        at, n = pos - start, stop - pos
+        out[at:at + n] = memoryview(_nibble_template((tag | block) >> 40, hb[5] >> 4))[pos - block:stop - block]
+        for k in (3, 4):
+            if hb[k]:
+                out[at + k:at + n:8] = hb[k:k + 1] * (n // 8)
+        pos = stop
+    return bytes(out)
+
+
 def address_words(address: int, length: int, tag: int = 0) -> bytes:
     """
     Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
@@ -268,15 +290,8 @@ def address_words(address: int, length: int, tag: int = 0) -> bytes:
     if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
         # the tag's bits lie above every address and every offset in a 1 MiB
         # block: a word is (tag | block) | offset, a whole block at a time
-        parts = []
-        pos = start
-        while pos < end:
-            block = pos - pos % _BLOCK
-            data = _tagged_block(tag | block)
-            stop = min(end - block, _BLOCK)
-            parts.append(data[pos - block:stop] if pos > block or stop < _BLOCK else data)
-            pos = block + stop
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        data = _tagged_block(tag | start) if start % _BLOCK == 0 and end - start == _BLOCK else \
+            _tagged_range(tag, start, end)
     elif end <= low:  # XOR is addition
         words = array("Q", range(start + tag, end + tag, 8))
         if struct.pack("=H", 1) != struct.pack(">H", 1):

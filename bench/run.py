@@ -716,8 +716,20 @@ def bench_stream(runs: int) -> None:
 def bench_pair(size: int, runs: int) -> None:
     image = random_image(size)
     desc = describe(image, WORK / "pair.toml")
-    one_t, two_t = [], []
+    one_t, two_t, raw_one, raw_two = [], [], [], []
+    rhalf = size // 2 // MIB
     for _ in range(runs):
+        # the device's own scaling: the store file read the same way, cold
+        # (a virtual disk may serve two streams no faster than one)
+        for readers, times in ((1, raw_one), (2, raw_two)):
+            evict(image)
+            cmds = [["dd", f"if={image}", "of=/dev/null", "bs=1M", f"skip={i * rhalf}", f"count={rhalf}",
+                     "status=none"] for i in range(readers)]
+            t = time.perf_counter()
+            procs = [subprocess.Popen(c) for c in cmds]
+            for p in procs:
+                p.wait()
+            times.append(time.perf_counter() - t)
         for readers in (1, 2):
             evict(image)
             m = Mounted(str(desc))
@@ -739,9 +751,11 @@ def bench_pair(size: int, runs: int) -> None:
                 m.close()
     one, two = median(one_t), median(two_t)
     ratio = (2 * half * MIB / two) / (half * MIB / one)
+    r1, r2 = median(raw_one), median(raw_two)
     record("pair", f"cold random-data store ({size / GIB:.0f} GiB): one reader {half * MIB / one / 1e6:.0f} MB/s, two "
-           f"readers of the halves together {2 * half * MIB / two / 1e6:.0f} MB/s: {ratio:.2f}x", ">= 1.5x",
-           ratio >= 1.5)
+           f"readers of the halves together {2 * half * MIB / two / 1e6:.0f} MB/s: {ratio:.2f}x (dd of the store "
+           f"file itself, cold: one {rhalf * MIB / r1 / 1e6:.0f} MB/s, two {2 * rhalf * MIB / r2 / 1e6:.0f} MB/s: "
+           f"{2 * r1 / r2:.2f}x)", ">= 1.5x", ratio >= 1.5)
 
 
 def bench_demo(runs: int) -> None:

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 BLKSIZE = 1 << 20  # readers that honour st_blksize ask for 1 MiB
 READAHEAD_KB = 1024  # the kernel reads ahead this much (its default for FUSE: 128 KiB)
 PREFETCH = 64 << 10  # a smaller read that reaches the daemon brings the aligned block around it into the cache
+MISSES = 256  # ... if it is the second in that block among the last this many short reads
 
 
 class _Node:
@@ -117,7 +118,7 @@ class Operations(pyfuse3.Operations):
         self._epoch = 0  # changes whenever cached pages must go: a prefetch read before then is not stored
         self._store_lock: trio.Lock | None = None  # held while prefetched pages are stored
         self._fetched: dict[tuple[int, int], None] = {}  # (inode, block) prefetched lately
-        self._missed: dict[tuple[int, int], None] = {}  # (inode, block) with one short read that reached us
+        self._missed: dict[tuple[int, int], None] = {}  # (inode, block) of the last MISSES short reads, oldest first
 
     def _add(self, obj: File | Directory, parent: int) -> int:
         inode = pyfuse3.ROOT_INODE if not self.nodes else max(self.nodes) + 1
@@ -228,21 +229,24 @@ class Operations(pyfuse3.Operations):
     def _want_prefetch(self, inode: int, f: File, off: int, n: int) -> None:
         """
         At the second read shorter than :data:`PREFETCH` that reaches the
-        daemon in the same aligned block (crash and drgn read 8 bytes to a
-        page at scattered places, most near each other), read that block
-        and store it in the kernel's cache (FUSE_NOTIFY_STORE): the reader's
+        daemon in the same aligned block, within the last :data:`MISSES`
+        such reads (crash and drgn read 8 bytes to a page at scattered
+        places, most near each other, and soon after), read that block and
+        store it in the kernel's cache (FUSE_NOTIFY_STORE): the reader's
         next reads nearby need no round trip, while reads spread wide do not
-        pay for blocks nobody reads again. A block with a page that cannot be read
-        is not stored (that page fails when it is read); nothing read
-        before a change (:meth:`refresh`, a new generation) is stored after it.
+        pay for blocks nobody reads again (random reads over a large file
+        rarely meet an earlier block among the last few hundred). A block
+        with a page that cannot be read is not stored (that page fails when
+        it is read); nothing read before a change (:meth:`refresh`, a new
+        generation) is stored after it.
         """
         block = off - off % PREFETCH
         key = (inode, block)
         if n >= PREFETCH or key in self._fetched or not self.cached(inode):
             return
         if key not in self._missed:
-            if len(self._missed) >= 65536:
-                self._missed.clear()
+            if len(self._missed) >= MISSES:
+                del self._missed[next(iter(self._missed))]
             self._missed[key] = None
             return
         del self._missed[key]

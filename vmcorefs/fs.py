@@ -27,8 +27,9 @@ next open or read that reaches the daemon, or within half a second
 returns, so a file opened after a change never shows what was cached
 before it. Files made at every read (:class:`LiveText`) are read with
 direct I/O. A second short read that reaches the daemon in the same aligned
-64 KiB brings that block into the cache (FUSE_NOTIFY_STORE): crash and drgn
-read scattered words and pages, most of them near each other.
+64 KiB, among its last 256 short reads, brings that block into the cache
+(FUSE_NOTIFY_STORE): crash and drgn read scattered words and pages, most of
+them near each other and soon after.
 """
 
 from __future__ import annotations

@@ -829,7 +829,7 @@ def bench_qmp(sizes_mib: list[int]) -> None:
         # a freshly booted guest (sparse RAM: init_on_free off), no kdump, stopped
         with RunningGuest(f"bench-{mib}", memory_mib=mib, crashkernel_mib=0, init_on_free=False) as g:
             g.wait_for("VMCOREFS-PRECRASH-READY")
-            g.qmp.cmd("stop")
+            g.qmp.command("stop")
             ram_used = g.ram.stat().st_blocks * 512
             mnt = Path(tempfile.mkdtemp(prefix="vmcorefs-bench-"))
             vmcore = mnt / "vmcore"
@@ -855,7 +855,7 @@ def bench_qmp(sizes_mib: list[int]) -> None:
             for fmt in ("elf", "kdump-zlib"):
                 out = WORK / f"qemu-dump-{mib}.{fmt}"
                 t = time.perf_counter()
-                g.qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out}", format=fmt)
+                g.qmp.command("dump-guest-memory", paging=False, protocol=f"file:{out}", format=fmt)
                 dumps[fmt] = (time.perf_counter() - t, out.stat().st_blocks * 512)
                 out.unlink()
         elf_t, elf_disk = dumps["elf"]

@@ -145,6 +145,32 @@ def load_offset(vmcore: Path) -> int:
         return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
 
 
+def random_pages(seed: int, pages: int, count: int, base: int = 0) -> list[int]:
+    """*count* offsets *base* + a whole page below page *pages*, at random (the same for the same *seed*)."""
+    rng = random.Random(seed)
+    return [base + rng.randrange(0, pages) * 4096 for _ in range(count)]
+
+
+def pread_latencies(offsets: list[int], *reads: tuple[int, int]) -> list[list[float]]:
+    """
+    At each of *offsets* in turn, one 4 KiB pread for each of *reads* (``(fd,
+    base)``: at *base* + offset), one after another; return the seconds each
+    took, one list per read.
+    """
+    lats: list[list[float]] = [[] for _ in reads]
+    for o in offsets:
+        for (fd, base), lat in zip(reads, lats):
+            t = time.perf_counter()
+            os.pread(fd, 4096, base + o)
+            lat.append(time.perf_counter() - t)
+    return lats
+
+
+def percentile_us(xs: list[float], p: int) -> float:
+    """The *p*-th percentile of the seconds *xs*, in microseconds."""
+    return statistics.quantiles(xs, n=100)[p - 1] * 1e6
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -375,27 +401,17 @@ def bench_random(count: int) -> None:
     try:
         vmcore = m.dir / "vmcore"
         base = load_offset(vmcore)
-        rng = random.Random(1)
-        offsets = [rng.randrange(0, 256 * MIB // 4096) * 4096 for _ in range(count)]
+        offsets = random_pages(1, 256 * MIB // 4096, count)
         with open(image, "rb") as f:
             f.read()  # warm the page cache for both sides
-        lat_fs, lat_raw = [], []
         fd_fs = os.open(vmcore, os.O_RDONLY)
         fd_raw = os.open(image, os.O_RDONLY)
-        for o in offsets:
-            t = time.perf_counter()
-            os.pread(fd_raw, 4096, o)
-            lat_raw.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            os.pread(fd_fs, 4096, base + o)
-            lat_fs.append(time.perf_counter() - t)
+        lat_raw, lat_fs = pread_latencies(offsets, (fd_raw, 0), (fd_fs, base))
         os.close(fd_fs)
         os.close(fd_raw)
     finally:
         m.close()
-
-    def pct(xs, p):
-        return statistics.quantiles(xs, n=100)[p - 1] * 1e6
+    pct = percentile_us
     record("random", f"4 KiB random reads: vmcorefs p50 {pct(lat_fs, 50):.0f} us / p99 {pct(lat_fs, 99):.0f} us, "
            f"raw pread p50 {pct(lat_raw, 50):.1f} us / p99 {pct(lat_raw, 99):.1f} us "
            f"(p50 ratio {pct(lat_fs, 50) / pct(lat_raw, 50):.0f}x)", "report", None)
@@ -462,24 +478,14 @@ def bench_kdump(count: int) -> None:
     try:
         vmcore = m.dir / "vmcore"
         base = load_offset(vmcore)
-        rng = random.Random(1)
-        pages = size // 4096 - 8
-        offsets = [rng.randrange(0, pages) * 4096 for _ in range(count)]
+        offsets = random_pages(1, size // 4096 - 8, count)
         fd = os.open(vmcore, os.O_RDONLY)
-        lat_first, lat_again = [], []
-        for o in offsets:  # each page twice in a row: decompressed, then from the daemon's page cache
-            t = time.perf_counter()
-            os.pread(fd, 4096, base + o)
-            t2 = time.perf_counter()
-            os.pread(fd, 4096, base + o)
-            lat_again.append(time.perf_counter() - t2)
-            lat_first.append(t2 - t)
+        # each page twice in a row: decompressed, then from the daemon's page cache
+        lat_first, lat_again = pread_latencies(offsets, (fd, base), (fd, base))
         os.close(fd)
     finally:
         m.close()
-
-    def pct(xs, p):
-        return statistics.quantiles(xs, n=100)[p - 1] * 1e6
+    pct = percentile_us
     record("kdump", f"4 KiB random reads of /vmcore of the zlib dump: p50 {pct(lat_first, 50):.0f} us / p99 "
            f"{pct(lat_first, 99):.0f} us; each page read again at once (decompressed once, cached) p50 "
            f"{pct(lat_again, 50):.0f} us", "report", None)
@@ -671,16 +677,10 @@ def bench_reread(count: int) -> None:
     warm(saved)
     base = load_offset(saved)
     size = os.stat(saved).st_size
-    rng = random.Random(7)
-    offsets = [base + rng.randrange(0, (size - base) // 4096) * 4096 for _ in range(count)]
+    offsets = random_pages(7, (size - base) // 4096, count, base)
 
     def lat(fd: int) -> list[float]:
-        out = []
-        for o in offsets:
-            t = time.perf_counter()
-            os.pread(fd, 4096, o)
-            out.append(time.perf_counter() - t)
-        return out
+        return pread_latencies(offsets, (fd, 0))[0]
 
     fd = os.open(saved, os.O_RDONLY)
     file_lat = lat(fd)
@@ -692,9 +692,7 @@ def bench_reread(count: int) -> None:
         os.close(fd)
     finally:
         m.close()
-
-    def p(xs, q):
-        return statistics.quantiles(xs, n=100)[q - 1] * 1e6
+    p = percentile_us
     record("reread", f"4 KiB re-read of a page read before: p50 {p(again, 50):.1f} us / p99 {p(again, 99):.1f} us "
            f"(the file from the page cache: p50 {p(file_lat, 50):.1f} us)", "p50 <= 10 us", p(again, 50) <= 10)
     record("reread", f"4 KiB first reads: p50 {p(first, 50):.0f} us / p99 {p(first, 99):.0f} us "

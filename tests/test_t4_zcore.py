@@ -23,7 +23,7 @@ import time
 import pytest
 import trio
 
-from conftest import mount_options, run_vmcorefs, sha256_file
+from conftest import mount_options, read_at, run_vmcorefs, sha256_file
 from reference import (MAGIC, TOD_EPOCH, RT_HSA, RT_PREFIXES, RT_SIZE, lay_save_areas,
                        make_image, pack_save_area, parse_header, regs, small_dump, write_description)
 from vmcorefs.demo import demo_cpu_regs, demo_words
@@ -55,18 +55,6 @@ def demo_expected(address: int, length: int) -> bytes:
         pos += n
     lay_save_areas(buf, address, [(DEMO_PREFIXES[i], pack_save_area(demo_cpu_regs(i))) for i in range(4)])
     return bytes(buf)
-
-
-
-
-
-
-def read_at(path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
 
 
 def hash_range(path, offset: int, length: int, chunk: int = 4 * MIB) -> str:

@@ -149,17 +149,19 @@ def file(name: str):
 
 
 def desc(top: str = "", store: str = "", hsa: str | None = "", *, files: dict | None = None,
-         memory: str = "{ start = 0, size = 0x100000 }", store_type: str = "zero"):
+         memory: str | None = "{ start = 0, size = 0x100000 }", store_type: str = "zero"):
     """
     A stand-alone machine of 1 MiB (a zero store) with *top*, *store* and
     *hsa* (None: no [hsa] table) added; *files* are written next to it.
+    *memory* None: no ``memory`` (a ``memory_map`` in *top* instead).
     """
     def build(d: Path) -> Path:
         for name, content in (files or {}).items():
             (d / name).write_text(content)
         path = d / "bad.toml"
         hsa_table = "" if hsa is None else f"[hsa]\nsize = 0x10000\n{hsa}\n"
-        path.write_text(f"format = 1\n{top}\nmemory = [{memory}]\n[store]\ntype = \"{store_type}\"\n{store}\n"
+        memory_line = "" if memory is None else f"memory = [{memory}]\n"
+        path.write_text(f"format = 1\n{top}\n{memory_line}[store]\ntype = \"{store_type}\"\n{store}\n"
                         f"{hsa_table}{ZERO_CPU}")
         return path
     return build
@@ -277,6 +279,10 @@ CORPUS = [
      "store fault file /dev/zero is a character device, not a regular file"),
     ("dev-zero-hsa-faults-file", desc(hsa="faults_file = \"/dev/zero\""),
      "fault file /dev/zero is a character device, not a regular file"),
+    ("fifo-memory-map", with_fifo(desc(top='memory_map = "fifo"', memory=None)),
+     "memory map file /"),
+    ("dev-zero-memory-map", desc(top='memory_map = "/dev/zero"', memory=None),
+     "memory map file /dev/zero is a character device, not a regular file"),
     ("symlink-loop-source", symlink_loop, "too many levels of symbolic links"),
     # issue 12: fault files are checked as descriptions are
     ("store-fault-address-bool", desc(store="faults_file = \"f.toml\"",

@@ -15,8 +15,8 @@ and a re-IPL block.
 
 from __future__ import annotations
 
-from .layouts import (OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE, VX_SAVE_AREA, cksm,
-                      note)
+from .layouts import (LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE,
+                      VX_SAVE_AREA, cksm, note)
 from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
 from .stores import BytesStore, GeneratedStore, OverlayStore, Store, address_words
@@ -75,19 +75,18 @@ def _patches() -> list[tuple[int, bytes]]:
         (REIPL_ADDR, len(reipl), cksm(reipl)),
     ]
     page = bytearray(PAGE_SIZE)
-    page[:OS_INFO.size] = OS_INFO.pack(magic=OS_INFO_MAGIC, version_major=1, version_minor=1)
+    header = dict(magic=OS_INFO_MAGIC, version_major=1, version_minor=1)
+    page[:OS_INFO.size] = OS_INFO.pack(**header)
     for i, (addr, size, csum) in enumerate(entries):
         off = OS_INFO_ENTRIES_OFFSET + i * OS_INFO_ENTRY.size
         page[off:off + OS_INFO_ENTRY.size] = OS_INFO_ENTRY.pack(addr=addr, size=size, csum=csum)
-    page[8:12] = cksm(bytes(page[0x0C:])).to_bytes(4, "big")
-    lowcore = bytearray(0x20)
-    lowcore[0x00:0x08] = REIPL_ADDR.to_bytes(8, "big")
-    lowcore[0x08:0x0C] = cksm(reipl).to_bytes(4, "big")
-    lowcore[0x0C:0x14] = VMCOREINFO_NOTE_ADDR.to_bytes(8, "big")
-    lowcore[0x18:0x20] = OS_INFO_ADDR.to_bytes(8, "big")
+    csum_end = OS_INFO.offset("csum") + 4  # the checksum covers the page after itself
+    page[:OS_INFO.size] = OS_INFO.pack(**header, csum=cksm(bytes(page[csum_end:])))
+    lowcore = LOWCORE_DUMP_INFO.pack(ipib=REIPL_ADDR, ipib_checksum=cksm(reipl), vmcore_info=VMCOREINFO_NOTE_ADDR,
+                                     os_info=OS_INFO_ADDR)
     return [
-        (0xA3, b"\x01"),
-        (0xE00, bytes(lowcore)),
+        (LC.AR_MODE_ID, b"\x01"),
+        (LC.IPIB, lowcore),
         (OS_INFO_ADDR, bytes(page)),
         (VMCOREINFO_NOTE_ADDR, vinote),
         (REIPL_ADDR, reipl),

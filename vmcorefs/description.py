@@ -25,9 +25,9 @@ from typing import Any
 
 from .errors import InputError
 from .files import read_small
-from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
+from .layouts import DEFAULT_HSA_SIZE, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
 from .machine import Cpu, Machine, merge_ranges
-from .sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from .sclp import SdiasDevice, dump_ipl, reader_defaults
 from .stores import BytesStore, FaultyStore, OverlayStore, RawFileStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "MEMORY_MAP_THRESHOLD", "cpus_from_json", "dump_toml", "load", "machine_from_doc",

@@ -37,6 +37,10 @@ __all__ = ("main",)
 
 log = logging.getLogger("vmcorefs")
 
+# dump.MODES: importing vmcorefs.dump (and trio) costs most of a second, too much for every --help;
+# tests/test_t7_cli.py checks that the two are the same
+MODES = ("auto", "kdump", "standalone")
+
 EPILOG = """\
 examples:
   vmcorefs demo /mnt/dump                    mount the built-in demo machine
@@ -97,7 +101,7 @@ def _mount_options(values: list[str] | None) -> dict:
                 continue  # vmcorefs is always read-only; x-systemd.* and comments are for others
             elif item == "allow_root" or key in ("max_read", "fsname"):
                 opts["fuse"].append(item)
-            elif key == "mode" and arg in ("auto", "kdump", "standalone"):
+            elif key == "mode" and arg in MODES:
                 opts["mode"] = arg
             elif key == "log" and arg:
                 opts["log"] = arg
@@ -248,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     def mount_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
         sp.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (Ctrl-C unmounts)")
-        sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
+        sp.add_argument("--mode", choices=MODES, default="auto",
                         help="auto: kdump if a valid kdump setup exists, else stand-alone (default)")
         sp.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
                         help="comma-separated: allow_other (let every user read the dump), allow_root, "
@@ -305,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=_examples("vmcorefs info demo", "vmcorefs info machine.toml --mode standalone"),
                         formatter_class=raw)
     sp.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
+    sp.add_argument("--mode", choices=MODES, default="auto",
                     help="the dump to describe (default auto: kdump if a valid kdump setup exists)")
     sp.set_defaults(func=cmd_info)
 
@@ -336,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="discard the partial save of OUT and start over")
     sp.add_argument("--state", metavar="FILE",
                     help="resume state file (default OUT.vmcorefs-partial; give one to resume a block device)")
-    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default=None,
+    sp.add_argument("--mode", choices=MODES, default=None,
                     help="for a machine SOURCE: which dump to save (default auto)")
     sp.add_argument("--verify", action="store_true", help="read OUT back at the end and compare the SHA-256")
     sp.add_argument("--no-sparse", action="store_true", help="write zero pages too (no holes)")

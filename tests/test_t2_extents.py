@@ -9,9 +9,10 @@ import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
+from vmcorefs.demo import address_words
 from vmcorefs.errors import InputError, MemoryReadError
 from vmcorefs.machine import Cpu, Machine, OldMemory, merge_ranges
-from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, RawFileStore, address_words
+from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, RawFileStore
 from vmcorefs.views.extents import BytesExtent, ExtentFile, MemoryExtent, ZeroExtent
 
 

@@ -140,8 +140,8 @@ def test_kernel_copy_falls_back(tmp_path, monkeypatch, works):
     fd = os.open(src, os.O_RDONLY)
     try:
         # the second half first, then the first: positions must not be assumed
-        assert save_mod._copy_region(fd, 1536 * 1024, out, 2 * MIB + 1536 * 1024, 1536 * 1024) == MIB
-        assert save_mod._copy_region(fd, 0, out, 2 * MIB, 1536 * 1024) == MIB  # holes are skipped
+        assert save_mod.copy_region(fd, 1536 * 1024, out, 2 * MIB + 1536 * 1024, 1536 * 1024) == MIB
+        assert save_mod.copy_region(fd, 0, out, 2 * MIB, 1536 * 1024) == MIB  # holes are skipped
     finally:
         os.close(fd)
         out.extend(5 * MIB)
@@ -321,7 +321,7 @@ def test_state_records_only_chunks_that_reached_the_disk(tmp_path, monkeypatch, 
     def sync(fd):
         seen.append(recorded())  # what the state holds when the sync starts
         real_sync(fd)
-    monkeypatch.setattr(save_mod, "SYNC_CHUNKS", 3, raising=False)  # batches of 3 chunks
+    monkeypatch.setattr(save_mod.Saver, "SYNC_CHUNKS", 3)  # batches of 3 chunks
     monkeypatch.setattr(os, "fdatasync", sync)
     assert save_mod.save(str(desc), str(out), chunk=MIB, stop_after=10 * MIB) == 3
     assert seen == [0, 3, 6, 9] and recorded() == 10  # the last one: the stop commits what was written
@@ -372,9 +372,9 @@ def test_sparse_save_cuts_the_file_only_where_a_chunk_ends_in_a_hole(tmp_path, m
 
 def test_store_pieces_knows_dump_and_elf_stores_by_class(tmp_path):
     """--no-sha256's kernel copy finds the file regions of s390 dump files and ELF cores, subclasses too."""
-    from vmcorefs.save import _store_pieces
     from vmcorefs.sources.elfcore import ElfMemoryStore
     from vmcorefs.sources.s390dump import DumpFileStore
+    from vmcorefs.stores import FileRegion, Zeros
 
     class Dump(DumpFileStore):
         pass
@@ -386,9 +386,9 @@ def test_store_pieces_knows_dump_and_elf_stores_by_class(tmp_path):
     d = Dump(str(img), 2 * MIB)
     e = Elf(str(img), [dict(p_paddr=0, p_memsz=3 * MIB, p_offset=0x1000, p_filesz=2 * MIB)])
     try:
-        assert _store_pieces(d, PAGE, 2 * PAGE) == [("copy", d.file.fd, 0x1000 + PAGE, 2 * PAGE)]
-        assert _store_pieces(e, 2 * MIB - PAGE, 2 * PAGE) == [("copy", e.file.fd, 0x1000 + 2 * MIB - PAGE, PAGE),
-                                                               ("zero", 0, 0, PAGE)]
+        assert d.pieces(PAGE, 2 * PAGE) == [FileRegion(d.file.fd, 0x1000 + PAGE, 2 * PAGE)]
+        assert e.pieces(2 * MIB - PAGE, 2 * PAGE) == [FileRegion(e.file.fd, 0x1000 + 2 * MIB - PAGE, PAGE),
+                                                      Zeros(PAGE)]
     finally:
         d.close()
         e.close()

@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vmcorefs: {exc}", file=sys.stderr)
-        return 2 if args.command == "check" else 1
+        return 2 if args.command == "check" else exc.exit_status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -247,6 +247,42 @@ def test_a_partial_file_of_another_dump_is_refused(tmp_path):
     assert out.read_bytes() == vmcore_bytes(str(b))
 
 
+def test_a_partial_file_that_cannot_be_resumed_exits_4(tmp_path):
+    """
+    Every refusal to resume exits with status 4 (what vmcorefs-dump.sh
+    starts over on), having written nothing: a damaged state file, a
+    partial file of another dump or size, a source that changed. Other
+    failures stay 1; --restart starts over even from a damaged state file.
+    """
+    from vmcorefs.save import EXIT_NOT_RESUMABLE
+    assert EXIT_NOT_RESUMABLE == 4
+    a = small_machine(tmp_path, "a", seed=1)
+    b = small_machine(tmp_path, "b", seed=2)  # same size, other contents
+    out = tmp_path / "dump.elf"
+    state = Path(str(out) + ".vmcorefs-partial")
+    assert run_vmcorefs("save", a, out, "--chunk-size", "1M", "--stop-after", "3M", check=False).returncode == 3
+    written, recorded = out.read_bytes(), state.read_bytes()
+
+    def refused(*args: object) -> None:
+        res = run_vmcorefs("save", *args, out, check=False)
+        one_line_error(res, "--restart")
+        assert res.returncode == 4, res.stderr
+        assert out.read_bytes() == written and state.read_bytes() == recorded  # nothing written or dropped
+    refused(b)  # another dump
+    refused("demo")  # another size
+    os.utime(tmp_path / "a.raw", ns=(0, 0))  # the source changed since the save began
+    refused(a)
+    for damaged in (b"garbage\n", recorded.replace(b"\nsize ", b"\nsize x"), b"\xff\xfe\n"):
+        state.write_bytes(damaged)
+        recorded = damaged
+        refused(a)
+    res = run_vmcorefs("save", a, tmp_path / "a.raw", "--force", check=False)  # not about a partial file
+    one_line_error(res, "read from")
+    assert res.returncode == 1
+    run_vmcorefs("save", a, out, "--restart")
+    assert out.read_bytes() == vmcore_bytes(str(a)) and not state.exists()
+
+
 def test_save_refuses_to_overwrite_its_source(tmp_path):
     desc = small_machine(tmp_path)
     one_line_error(run_vmcorefs("save", desc, tmp_path / "m.raw", "--force", check=False), "read from")

@@ -188,12 +188,11 @@ def test_dump_script_starts_a_damaged_partial_dump_over(tmp_path):
     every boot.
     """
     require_fuse()
-    desc = small_machine(tmp_path)
-    crash = tmp_path / "crash"
-    crash.mkdir()
+    desc, crash = small_machine(tmp_path), tmp_path / "crash"
     old = crash / "vmcore-20000101-000000.elf"
-    state = Path(str(old) + ".vmcorefs-partial")
+    crash.mkdir()
     run_vmcorefs("save", desc, old, "--chunk-size", "1M", "--stop-after", "3M", check=False)
+    state = Path(f"{old}.vmcorefs-partial")
     state.write_text(state.read_text().replace("\nchunk ", "\nchunk x", 1))  # damaged, its "done" lines intact
     res = run_vmcorefs("save", desc, old, check=False)
     assert res.returncode == 4 and "damaged" in res.stderr, res.stderr

@@ -275,16 +275,14 @@ def test_old_memory_pieces_translate_the_kdump_swap(piece_stores, address, lengt
     assert _assemble(pieces, address, None) == trio.run(old.read, address, length)
 
 
-def test_a_machine_names_each_file_it_reads_once(tmp_path):
+def test_a_machine_names_each_file_it_reads_once(piece_stores):
     """A stand-alone machine reads its image through real memory and the HSA: Machine.files() names it once."""
-    from conftest import small_machine
-    from vmcorefs.sources import open_source
-    desc = small_machine(tmp_path)
-    machine = open_source(str(desc))
-    try:
-        assert [f.path for f in machine.files()] == [str(tmp_path / "m.raw")]
-    finally:
-        machine.close()
+    from vmcorefs.sclp import SdiasDevice, dump_ipl
+    raw = piece_stores["raw"]
+    real, hsa = dump_ipl(raw, 0x8000, bytes(512))
+    machine = Machine(memory=[(0, 64 * 4096)], real=real, environment="standalone", cpus=[Cpu(0)],
+                      sclp=SdiasDevice(hsa))
+    assert machine.files() == [raw]
 
 
 def test_old_memory_below_the_hsa_size_is_read_over_sclp(piece_stores):

@@ -235,6 +235,16 @@ SOURCE_HELP = ("a machine description (.toml, see 'vmcorefs emulate'), 'demo' (t
                "whose RAM is in a shared memory-backend-file: read in place, the guest stopped meanwhile)")
 
 
+SAVE_EXIT_STATUS = """\
+exit status: 0 saved; 1 an error (the message says what to do next); 3
+stopped by --stop-after, 128+N stopped by signal N (130 SIGINT, 143 SIGTERM):
+run the same command again to resume; 4 the partial OUT cannot be resumed
+(its state file is damaged, it is of another dump, or the source changed):
+nothing was written, --restart starts over.
+
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vmcorefs",
@@ -322,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "end. An interrupted save (Ctrl-C, kill, a full disk) leaves OUT.vmcorefs-partial: "
                     "the same command resumes it after verifying what was written; a partial file that "
                     "does not verify is never continued.",
-        epilog=_examples("vmcorefs save /mnt/dump /var/crash/dump.elf --sha256-file",
+        epilog=SAVE_EXIT_STATUS + _examples("vmcorefs save /mnt/dump /var/crash/dump.elf --sha256-file",
                          "vmcorefs save machine.toml dump.elf          # no mount needed",
                          "vmcorefs save /proc/vmcore /dev/sdb --force  # a whole device",
                          "vmcorefs save demo - | ssh host 'cat > dump.elf'",
@@ -424,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vmcorefs: {exc}", file=sys.stderr)
-        return 2 if args.command == "check" else 1
+        return 2 if args.command == "check" else exc.exit_status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -10,18 +10,23 @@ facility, dumped stand-alone (32 MiB HSA). Every aligned 8-byte word of its
 memory holds ``DEMO_TAG | address`` ("MEM" and the address), except for
 what a kernel would have put there: the lowcore pointers, an os_info page
 (no crashkernel, so the decision is a stand-alone dump), a VMCOREINFO note
-and a re-IPL block.
+and a re-IPL block. That memory is made as it is read
+(:func:`address_words`, a 1 MiB block at a time), never stored.
 """
 
 from __future__ import annotations
+
+import functools
+import struct
+from array import array
 
 from .layouts import (LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE,
                       VX_SAVE_AREA, cksm, note)
 from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
-from .stores import BytesStore, GeneratedStore, OverlayStore, Store, address_words
+from .stores import BytesStore, GeneratedStore, OverlayStore, Store
 
-__all__ = ("DEMO_TAG", "demo_doc", "demo_machine", "demo_store", "demo_words")
+__all__ = ("DEMO_TAG", "address_words", "demo_doc", "demo_machine", "demo_store", "demo_words")
 
 DEMO_TAG = 0x4D454D0000000000  # "MEM\0" in the top bytes
 MIB = 1 << 20
@@ -32,6 +37,101 @@ OS_INFO_ADDR = 0x4000
 VMCOREINFO_NOTE_ADDR = 0x6000
 REIPL_ADDR = 0x8000
 DEMO_RELEASE = "6.1.0-vmcorefs-demo"
+
+
+_BLOCK = 1 << 20
+_offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
+
+
+def _block_offsets() -> bytes:
+    global _offsets_block
+    if _offsets_block is None:
+        words = array("Q", range(0, _BLOCK, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        _offsets_block = words.tobytes()
+    return _offsets_block
+
+
+@functools.lru_cache(maxsize=4)
+def _tag_template(top: int) -> bytes:
+    """The 1 MiB block of words ``(top << 40) | 8k``: the offsets with bytes 0-2 of each word set."""
+    data = bytearray(_block_offsets())
+    tb = (top << 40).to_bytes(8, "big")
+    n = _BLOCK // 8
+    for k in range(3):
+        if tb[k]:
+            data[k::8] = tb[k:k + 1] * n
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=16)
+def _nibble_template(top: int, nibble: int) -> bytes:
+    """:func:`_tag_template` with the high half of byte 5 of every word set to *nibble* (address bits 20-23)."""
+    data = bytearray(_tag_template(top))
+    if nibble:
+        table = bytes(x | nibble << 4 for x in range(256))
+        data[5::8] = _block_offsets()[5::8].translate(table)
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=4)  # an unaligned sequential read needs the last block again
+def _tagged_block(high: int) -> bytes:
+    """
+    Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
+    low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
+    (bits 0-19), *high* bytes 0-5. Bytes 0-2 and the high half of byte 5
+    come with a template made once (per tag and 1 MiB block modulo 16 MiB),
+    bytes 3-4 are set with one strided slice assignment each (none in the
+    first 16 MiB of a 4 GiB range).
+    """
+    hb = high.to_bytes(8, "big")
+    template = _nibble_template(high >> 40, hb[5] >> 4)
+    if not hb[3] and not hb[4]:
+        return template
+    data = bytearray(template)
+    n = _BLOCK // 8
+    for k in (3, 4):
+        if hb[k]:
+            data[k::8] = hb[k:k + 1] * n
+    return bytes(data)
+
+
+def address_words(address: int, length: int, tag: int = 0) -> bytes:
+    """
+    Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
+
+    *address* and *length* need not be aligned: the words are generated for
+    the enclosing aligned range and cut.
+    """
+    start = address & ~7
+    end = (address + length + 7) & ~7
+    low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
+    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
+        # the tag's bits lie above every address and every offset in a 1 MiB
+        # block: a word is (tag | block) | offset, a whole block at a time
+        parts = []
+        pos = start
+        while pos < end:
+            block = pos - pos % _BLOCK
+            data = _tagged_block(tag | block)
+            stop = min(end - block, _BLOCK)
+            parts.append(data[pos - block:stop] if pos > block or stop < _BLOCK else data)
+            pos = block + stop
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+    elif end <= low:  # XOR is addition
+        words = array("Q", range(start + tag, end + tag, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
+    else:
+        words = array("Q", [a ^ tag for a in range(start, end, 8)])
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
+    if address == start and length == len(data):
+        return data
+    return data[address - start:address - start + length]
 
 
 def demo_words(address: int, length: int) -> bytes:

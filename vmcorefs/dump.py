@@ -36,6 +36,7 @@ from .layouts import (LC, MCESA_ORIGIN_MASK, PARMAREA, PARMAREA_ADDRESS, SAVE_AR
 from .machine import Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
+from .stores import Piece
 
 __all__ = ("CpuState", "Decision", "Dump", "MODES", "decide", "read_cpus")
 
@@ -351,6 +352,10 @@ class Dump:
     async def read(self, address: int, length: int) -> bytes:
         """Return old memory (the crashed kernel's) at *address*."""
         return await self.oldmem.read(address, length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """Return what backs old memory at *address* (:meth:`OldMemory.pieces`)."""
+        return self.oldmem.pieces(address, length)
 
     async def release_hsa(self) -> None:
         """

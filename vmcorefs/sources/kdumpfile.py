@@ -270,6 +270,9 @@ class KdumpStore(Store):
         self.pages: collections.OrderedDict = collections.OrderedDict()
         self.decompressed = 0  # pages decompressed (a cached page is not counted again)
 
+    # pieces(), files(): the Store defaults. Its pages are read (decompressed,
+    # checked), never copied as they are; its files are no RawFileStore.
+
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
         if not length:

@@ -52,7 +52,7 @@ import time
 
 from ..errors import InputError, MemoryReadError
 from ..machine import Cpu, Machine
-from ..stores import RawFileStore
+from ..stores import Piece, RawFileStore
 from .qmp import Qmp, QmpError
 
 __all__ = ("PREFIX", "Guest", "GuestMemoryStore", "absolute", "finish_unmount", "is_qmp", "open_qmp")
@@ -205,6 +205,19 @@ class GuestMemoryStore(RawFileStore):
         except MemoryReadError as exc:
             raise MemoryReadError(address, exc.reason) from None
         return super().read(address, length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """
+        The RAM file's regions as they are (a save copies them in the kernel),
+        once :meth:`Guest.check` says the guest is still stopped, as every
+        read does; a resume later on fails the save at its end (its last
+        ``Guest.check``), since the RAM file then is no snapshot.
+        """
+        try:
+            self.guest.check()
+        except MemoryReadError as exc:
+            raise MemoryReadError(address, exc.reason) from None
+        return super().pieces(address, length)
 
     def close(self) -> None:
         super().close()

@@ -54,7 +54,7 @@ from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END
                        DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, PAGE_SIZE, SAVE_AREA,
                        SAVE_AREA_OFFSET)
 from ..machine import MAX_MEMORY_END, Cpu, Machine
-from ..stores import RawFileStore, Store
+from ..stores import Piece, RawFileStore, Store
 from .raw import vector_enabled
 
 __all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "is_s390_dump", "open_s390_dump", "read_header")
@@ -93,6 +93,12 @@ class DumpFileStore(Store):
             return self.file.read(DF_S390_HDR_SIZE + address, length)
         except MemoryReadError as exc:
             raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        return self.file.pieces(DF_S390_HDR_SIZE + address, length)
+
+    def files(self) -> list[RawFileStore]:
+        return [self.file]
 
     def read_file(self, offset: int, length: int) -> bytes:
         """Return up to *length* bytes at file *offset* (fewer at the end of the file)."""

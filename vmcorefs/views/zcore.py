@@ -123,7 +123,7 @@ def _slice(ext: Extent, offset: int, length: int) -> Extent:
     if offset == 0 and length == ext.length:
         return ext
     if isinstance(ext, MemoryExtent):
-        return MemoryExtent(ext.address + offset, length, ext.read_fn)
+        return MemoryExtent(ext.address + offset, length, ext.read_fn, ext.pieces_fn)
     if isinstance(ext, BytesExtent):
         return BytesExtent(ext.data[offset:offset + length])
     if isinstance(ext, ZeroExtent):
@@ -160,7 +160,7 @@ def _memory(dump: Dump) -> list[tuple[int, Extent]]:
     for start, end in dump.machine.memory:
         if start > pos:
             out.append((pos, ZeroExtent(start - pos)))
-        out.append((start, MemoryExtent(start, end - start, dump.read)))
+        out.append((start, MemoryExtent(start, end - start, dump.read, dump.pieces)))
         pos = end
     return out
 

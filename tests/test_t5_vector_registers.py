@@ -22,12 +22,12 @@ import subprocess
 import pytest
 
 from conftest import FIXTURES, run_vmcorefs, sha256_file, unpack_fixture
+from reference import NT_S390_VXRS_HIGH as NT_VXRS_HIGH, NT_S390_VXRS_LOW as NT_VXRS_LOW, vxrs_notes
 
 NAME = "guest-kdump-vx"
 VMCORE_SHA256 = "d13a52120a22923a62516df93b80a6e1f32099ad2be89fc5f2c34474ce555f5e"  # proc-vmcore.elf
 VMCORE_SIZE = 369111040
 ROLES = {0: 0x53, 1: 0x43}  # CPU 0: the spinner ('S'); CPU 1: the crashing task ('C')
-NT_VXRS_LOW, NT_VXRS_HIGH = 0x309, 0x30A
 
 
 def pattern(cpu: int, reg: int, half: int) -> int:
@@ -38,25 +38,6 @@ def pattern(cpu: int, reg: int, half: int) -> int:
 @pytest.fixture(scope="module")
 def ram():
     return unpack_fixture(NAME, "ram.raw")
-
-
-def vxrs_notes(path) -> list[dict[int, bytes]]:
-    """Return, per CPU (NT_PRSTATUS) in note order, its VXRS_LOW/HIGH descriptors, read with pyelftools."""
-    from elftools.elf.elffile import ELFFile
-    cpus: list[dict[int, bytes]] = []
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg["p_type"] != "PT_NOTE":
-                continue
-            for n in seg.iter_notes():
-                if n["n_type"] == "NT_PRSTATUS":
-                    cpus.append({})
-                elif n["n_name"] == "LINUX" and n["n_descsz"] in (128, 256) and cpus:
-                    desc = n["n_desc"] if isinstance(n["n_desc"], bytes) else bytes(n["n_desc"], "latin-1")
-                    ntype = n["n_type"] if isinstance(n["n_type"], int) else \
-                        {"NT_S390_VXRS_LOW": NT_VXRS_LOW, "NT_S390_VXRS_HIGH": NT_VXRS_HIGH}.get(n["n_type"])
-                    cpus[-1][ntype] = desc
-    return cpus
 
 
 def assert_patterns(path) -> None:

@@ -30,6 +30,7 @@ __all__ = (
     "DF_S390_MAGIC",
     "DF_S390_MAGIC_EXT",
     "DF_S390_VERSION",
+    "DUMP_VX_SA_ALIGN",
     "DISKDUMP_HEADER",
     "DUMP_DH",
     "EI_CLASS",
@@ -80,6 +81,7 @@ __all__ = (
     "VX_SAVE_AREA",
     "VX_SAVE_AREA_SIZE",
     "cksm",
+    "dump_vx_save_area",
     "note",
     "page_align",
     "tod_from_unix",
@@ -413,6 +415,22 @@ def vector_from_notes(fprs, low: bytes, high: bytes) -> bytes:
     lows = S390_NOTE_DESC[NT.S390_VXRS_LOW].unpack(low)["vxrs_low"]
     highs = S390_NOTE_DESC[NT.S390_VXRS_HIGH].unpack(high)["vxrs_high"]
     return VX_SAVE_AREA.pack(vrs=[half for i in range(16) for half in (fprs[i], lows[i])] + list(highs))
+
+
+# The s390 dump format's vector save areas, an extension of the format
+# (zcore never wrote them): each CPU's V0..V31, a VX_SAVE_AREA, at the address
+# its lowcore holds at 0x11B0, where zipl's stand-alone dumpers store them
+# (zipl/boot/stage2dump.c should_dump_vx, store_status) and where zgetdump
+# reads them (zdump/dfi.c lc2cpu_64) and writes them (zdump/dfo_s390.c
+# add_cpu_to_dfo). That address counts only if it is not 0 and a multiple
+# of 1 KiB (dfi_cpu_lc_has_vx_sa): a kernel's mcesad with a length code in
+# its low bits (a machine with guarded storage) names none.
+DUMP_VX_SA_ALIGN = 1024
+
+
+def dump_vx_save_area(value: int) -> int | None:
+    """Return the vector save area a lowcore's u64 at 0x11B0 (*value*) names in the s390 dump format, or None."""
+    return value if value and value % DUMP_VX_SA_ALIGN == 0 else None
 
 
 def note(name: bytes, n_type: int, desc: bytes) -> bytes:

@@ -151,6 +151,9 @@ def test_demo_zcore_header_and_memory(mounter):
         assert read_at(mem, HDR + prefix + 0x1200, 512) == pack_save_area(demo_cpu_regs(i))
         assert read_at(mem, HDR + prefix + 0x11F8, 8) == demo_words(prefix + 0x11F8, 8)
         assert read_at(mem, HDR + prefix + 0x1400, 8) == demo_words(prefix + 0x1400, 8)
+        # the vector registers where the lowcore's 0x11B0 points (zgetdump's place), over stale memory
+        assert read_at(mem, HDR + prefix + 0x11B0, 8) == struct.pack(">Q", DEMO_MCESA[i])
+        assert read_at(mem, HDR + DEMO_MCESA[i], 512) == demo_vx(i)
     # sample pages across memory, both sides of the hole and the end
     rng = random.Random(7)
     samples = [DEMO_HOLE[0] - 4096, DEMO_HOLE[0], DEMO_HOLE[1] - 4096, DEMO_HOLE[1], DEMO_END - 4096]

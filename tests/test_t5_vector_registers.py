@@ -90,6 +90,42 @@ def test_readelf_shows_the_patterns(ram, mounter):
     m.unmount()
 
 
+# fixture README: each CPU's lowcore (prefix), and where its lowcore's 0x11B0 points (old addresses)
+LOWCORES = {0: (0x1082000, 0x10AC000), 1: (0x1084000, 0x10AC400)}
+OLD_LOW = (0xA000000, 0x16000000)  # old A below 0xa000000 is at ram.raw offset A + 0x16000000 (kdump swap)
+
+
+def test_zcore_mem_holds_them_where_zgetdump_looks(ram, mounter):
+    """
+    /zcore/mem puts each CPU's vector registers where its lowcore's 0x11B0
+    points, as zgetdump's s390 writer does: here the crashed kernel had
+    stored them there already, so the bytes are the memory's own. Mounted
+    again as SOURCE, /zcore/mem gives the kernel's /proc/vmcore byte for
+    byte, its VXRS notes read back from there (zgetdump's s390 reader).
+    """
+    m = mounter(ram)
+    mem = m.path("zcore/mem")
+    with open(mem, "rb") as f, open(ram, "rb") as r:
+        for cpu, (lowcore, vx_sa) in LOWCORES.items():
+            f.seek(0x1000 + lowcore + 0x11B0)
+            assert f.read(8) == struct.pack(">Q", vx_sa)
+            f.seek(0x1000 + vx_sa)
+            data = f.read(512)
+            r.seek(vx_sa + (OLD_LOW[1] if vx_sa < OLD_LOW[0] else 0))
+            assert data == r.read(512), f"CPU {cpu}: /zcore/mem at {vx_sa:#x} is not the memory there"
+            assert list(struct.unpack(">64Q", data)) == [pattern(cpu, n, h) for n in range(32) for h in (0, 1)]
+    b = mounter(mem)
+    summary = b.path("meminfo/summary").read_text()
+    assert "environment: file" in summary and "mode: kdump" in summary
+    assert "vector registers: yes, from the vector save areas of the dump file" in summary, summary
+    assert_kernels_vmcore(b.path("vmcore"))
+    assert_patterns(b.path("vmcore"))
+    assert "vector_registers: from the vector save areas of the dump file at 0x10ac400 (lowcore 0x1084000 + " \
+           "0x11b0)" in b.path("meminfo/cpus/cpu1").read_text()
+    b.unmount()
+    m.unmount()
+
+
 EMULATED = {
     # found in memory as a raw SOURCE does (boot CPU at 0x1200, the other through lowcore_ptr[])
     "kdump-found": ["--environment", "kdump"],

@@ -43,7 +43,8 @@ DEMO_TAG = 0x4D454D0000000000  # the demo's memory words: "MEM\0" | address
 
 
 def demo_notes(i: int) -> dict[int, bytes]:
-    """Demo CPU *i*'s VXRS notes by the demo's rule: V0..V15 low halves ``i << 8 | n``, V16..V31 ``(0xF0 + i) << 120 | n``."""
+    """Demo CPU *i*'s VXRS notes by the demo's rule: V0..V15's low halves ``i << 8 | n``, V16..V31
+    ``(0xF0 + i) << 120 | n``."""
     return {NT_S390_VXRS_LOW: struct.pack(">16Q", *[i << 8 | n for n in range(16)]),
             NT_S390_VXRS_HIGH: b"".join(struct.pack(">QQ", (0xF0 + i) << 56, n) for n in range(16, 32))}
 

@@ -266,9 +266,8 @@ async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, cpu
             f"the save areas the crashed kernel stored before kdump at {origin:#x} "
             f"(mcesad, lowcore {lowcore:#x} + {LC.MCESAD:#x})"))
     if given is not None:
-        what = "the dump file" if machine.environment == "file" else "SIGP STORE ADDITIONAL STATUS"
-        if cpu.vector_where.startswith("at "):  # an s390 dump file's vector save area
-            what = f"the vector save areas of the dump file {cpu.vector_where}"
+        what = cpu.vector_where or ("the dump file" if machine.environment == "file" else
+                                    "SIGP STORE ADDITIONAL STATUS")
         return dataclasses.replace(state, vector=given, vector_from=what)
     why = (f"the dump file holds none{': ' + cpu.vector_where if cpu.vector_where else ''}"
            if machine.environment == "file" else

@@ -234,7 +234,8 @@ def _read_vector(store: DumpFileStore, prefix: int, sa: bytes) -> tuple[bytes | 
         raw = store.read(origin, VX_SAVE_AREA_SIZE)
     except MemoryReadError as exc:
         return None, f"cannot read the vector save area at {origin:#x} ({where}): {exc.reason}"
-    return vector_from_notes(SAVE_AREA.unpack(sa)["fprs"], *vector_notes(raw)), f"at {origin:#x} ({where})"
+    return (vector_from_notes(SAVE_AREA.unpack(sa)["fprs"], *vector_notes(raw)),
+            f"the vector save areas of the dump file at {origin:#x} ({where})")
 
 
 def open_s390_dump(path: str) -> Machine:

@@ -10,8 +10,13 @@ facility, dumped stand-alone (32 MiB HSA). Every aligned 8-byte word of its
 memory holds ``DEMO_TAG | address`` ("MEM" and the address), except for
 what a kernel would have put there: the lowcore pointers, an os_info page
 (no crashkernel, so the decision is a stand-alone dump), a VMCOREINFO note
-and a re-IPL block. That memory is made as it is read
-(:func:`address_words`, a 1 MiB block at a time), never stored.
+and a re-IPL block, and in each CPU's lowcore at 0x11B0 the address of its
+machine-check extended save area (``DEMO_MCESA`` + 1 KiB per CPU, 1 KiB
+aligned, the page after the lowcores), where ``/zcore/mem`` puts its vector
+registers as zgetdump does. What memory holds there is stale, as on a real
+machine: the demo pattern, which no VXRS note comes from (a stand-alone
+dump takes them from SIGP STORE ADDITIONAL STATUS). That memory is made as
+it is read (:func:`address_words`, a 1 MiB block at a time), never stored.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
 from .stores import BytesStore, GeneratedStore, OverlayStore, Store
 
-__all__ = ("DEMO_TAG", "address_words", "demo_doc", "demo_machine", "demo_store", "demo_words")
+__all__ = ("DEMO_MCESA", "DEMO_TAG", "address_words", "demo_doc", "demo_machine", "demo_store", "demo_words")
 
 DEMO_TAG = 0x4D454D0000000000  # "MEM\0" in the top bytes
 MIB = 1 << 20
 DEMO_MEMORY = [(0, 256 * MIB), (384 * MIB, 256 * MIB)]  # (start, size)
 DEMO_CPUS = 4
 DEMO_PREFIXES = [0x20000, 0x22000, 0x24000, 0x26000]
+DEMO_MCESA = 0x28000  # CPU i's machine-check extended save area at DEMO_MCESA + i * 0x400 (its lowcore's 0x11B0)
 OS_INFO_ADDR = 0x4000
 VMCOREINFO_NOTE_ADDR = 0x6000
 REIPL_ADDR = 0x8000
@@ -190,7 +196,7 @@ def _patches() -> list[tuple[int, bytes]]:
         (OS_INFO_ADDR, bytes(page)),
         (VMCOREINFO_NOTE_ADDR, vinote),
         (REIPL_ADDR, reipl),
-    ]
+    ] + [(prefix + LC.MCESAD, (DEMO_MCESA + 0x400 * i).to_bytes(8, "big")) for i, prefix in enumerate(DEMO_PREFIXES)]
 
 
 def demo_store(size: int, seed: int = 0) -> Store:

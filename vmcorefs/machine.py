@@ -75,11 +75,15 @@ class Cpu:
     :param vector: the 512 bytes of vector registers V0..V31 (SIGP STORE
         ADDITIONAL STATUS), or None if the source does not hold them (in
         kdump they are then read where the crashed kernel stored them)
+    :param vector_where: where in the source *vector* was found, or why
+        the source holds none for this CPU (for reports); empty: the
+        source does not say
     """
 
     address: int
     save_area: bytes | None = None
     vector: bytes | None = None
+    vector_where: str = ""
 
     def __post_init__(self) -> None:
         if self.save_area is not None and len(self.save_area) != 512:

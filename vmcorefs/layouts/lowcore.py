@@ -22,6 +22,7 @@ from .base import Layout
 
 __all__ = (
     "DEFAULT_HSA_SIZE",
+    "DUMP_VX_SA_ALIGN",
     "LC",
     "LOWCORE_DUMP_INFO",
     "MCESA_ORIGIN_MASK",
@@ -37,6 +38,7 @@ __all__ = (
     "VX_SAVE_AREA",
     "VX_SAVE_AREA_SIZE",
     "cksm",
+    "dump_vx_save_area",
 )
 
 class LC(enum.IntEnum):
@@ -128,6 +130,22 @@ OS_INFO_ENTRY_NAMES = (
 # 16 bytes each, as 64 doublewords (V0 high, V0 low, V1 high, ...); the high
 # halves of V0..V15 are the floating point registers.
 VX_SAVE_AREA = Layout("vx_save_area", 512, [(0, "vrs", "64Q")])
+
+
+# The s390 dump format's vector save areas, an extension of the format
+# (zcore never wrote them): each CPU's V0..V31, a VX_SAVE_AREA, at the address
+# its lowcore holds at 0x11B0, where zipl's stand-alone dumpers store them
+# (zipl/boot/stage2dump.c should_dump_vx, store_status) and where zgetdump
+# reads them (zdump/dfi.c lc2cpu_64) and writes them (zdump/dfo_s390.c
+# add_cpu_to_dfo). That address counts only if it is not 0 and a multiple
+# of 1 KiB (dfi_cpu_lc_has_vx_sa): a kernel's mcesad with a length code in
+# its low bits (a machine with guarded storage) names none.
+DUMP_VX_SA_ALIGN = 1024
+
+
+def dump_vx_save_area(value: int) -> int | None:
+    """Return the vector save area a lowcore's u64 at 0x11B0 (*value*) names in the s390 dump format, or None."""
+    return value if value and value % DUMP_VX_SA_ALIGN == 0 else None
 
 
 # --------------------------------------------------------------------------

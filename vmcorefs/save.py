@@ -62,6 +62,7 @@ import trio
 
 from .errors import InputError, MemoryReadError, VmcorefsError
 from .files import identity, open_input, os_error_text, read_small
+from .layouts import ELFMAG
 from .stores import files_read
 
 __all__ = ("DEFAULT_CHUNK", "SaveResult", "save")
@@ -76,7 +77,6 @@ DEFAULT_CHUNK = 8 << 20
 SYNC_CHUNKS = 4
 SYNC_BYTES = 64 << 20
 STATE_MAGIC = "vmcorefs-partial 2"  # 2: with the source's identity (input and sample lines)
-ELF_MAGIC = b"\x7fELF"
 ZERO_PAGE = bytes(PAGE)
 ZERO_BLOCK = bytes(BLOCK)
 
@@ -372,7 +372,7 @@ def _has_elf_magic(path: str) -> bool:
     """Whether the file *path* starts with the ELF magic."""
     fd = open_input(path, "dump")  # a FIFO named vmcore would block open()
     try:
-        return os.pread(fd, 4, 0) == ELF_MAGIC
+        return os.pread(fd, len(ELFMAG), 0) == ELFMAG
     except OSError as exc:
         raise _source_error(path, exc) from None
     finally:

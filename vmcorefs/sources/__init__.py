@@ -29,6 +29,7 @@ import stat
 from typing import Callable
 
 from ..errors import InputError
+from ..layouts import ELFMAG
 from ..machine import Machine
 
 __all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "absolute_source", "find_kind", "open_source")
@@ -130,7 +131,7 @@ KINDS: list[SourceKind] = [
                matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute),
     SourceKind("live system", "/dev/mem of a running s390x system", _devmem, matches_name=_is_devmem),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
-    SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
+    SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(ELFMAG)),
     SourceKind("kdump-compressed dump", "a kdump-compressed dump (makedumpfile, QEMU; 'KDUMP   ')", _kdump,
                matches_head=lambda h: h.startswith(b"KDUMP   ")),
     SourceKind("flattened kdump-compressed dump", "a flattened dump (makedumpfile -F)", _kdump,

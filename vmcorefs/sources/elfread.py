@@ -161,8 +161,13 @@ def parse_notes(data: bytes, base: int = 0, where: str = "notes") -> list[ElfNot
             notes.append(ElfNote(name, ntype, bytes(n["n_descdata"]), base + pos))
             pos += n["n_size"]
     except PARSE_ERRORS as exc:
-        _check_note(data, pos, base, where)
-        raise InputError(f"{where}: the note at {base + pos:#x} cannot be read ({exc})") from None
+        hdr = _check_note(data, pos, base, where)
+        name_at = pos + _s390x_core_structs().Elf_Nhdr.sizeof()
+        name = data[name_at:name_at + hdr["n_namesz"]]
+        why = f"pyelftools: {exc.args[0] if exc.args else exc}"
+        if hdr["n_namesz"] and b"\0" not in name:
+            why = "its name has no terminating NUL"
+        raise InputError(f"{where}: the note at {base + pos:#x} cannot be read ({why})") from None
     # pyelftools stops where less than a header and one byte are left: a bare header, or padding
     if pos < len(data) and any(data[pos:]):
         hdr = _check_note(data, pos, base, where)  # no name, no descriptor: a note of its type alone

@@ -14,7 +14,8 @@ Kinds named by a prefix (``demo``, ``qmp:PATH``) or a name (``/dev/mem``,
 their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
-:mod:`.elfnotes` (CPU states from notes), :mod:`.kdumpfile` with
+:mod:`.elfread` (ELF files read with pyelftools) and :mod:`.elfnotes`
+(CPU states from notes), :mod:`.kdumpfile` with
 :mod:`.kdumpio` (makedumpfile's kdump-compressed format, flattened and
 split, and QEMU's kdump formats), :mod:`.raw` (raw memory images),
 :mod:`.qemu` with :mod:`.qmp` (a running QEMU guest's RAM, in place);

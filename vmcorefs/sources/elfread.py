@@ -6,10 +6,10 @@ Reading ELF inputs
 The ``vmcorefs.sources.elfread`` module reads the ELF files vmcorefs takes
 as input (kernel vmcores, QEMU's ``dump-guest-memory`` output, makedumpfile
 ``-E`` output, vmcorefs' own ``/vmcore``) with pyelftools: the ELF header
-and what it says (:class:`elftools.elf.elffile.ELFFile`), the number of
-program headers (``num_segments()``, which takes it from section header 0
-with ELF extended numbering), the notes (:func:`elftools.elf.notes.iter_notes`,
-also for the notes a kdump-compressed file keeps). The byte layouts vmcorefs
+and what it says (:class:`elftools.elf.elffile.ELFFile`), section header 0
+with ELF extended numbering (pyelftools' ``Elf_Shdr``: the count of program
+headers), the notes (:func:`elftools.elf.notes.iter_notes`, also for the
+notes a kdump-compressed file keeps). The byte layouts vmcorefs
 writes are in :mod:`vmcorefs.layouts`, and only there.
 
 Around pyelftools, for damaged files (pyelftools reads what a file says,
@@ -211,13 +211,16 @@ def _phnum(elf: ELFFile, f, path: str) -> int:
     """The number of program headers, with ELF extended numbering from section header 0."""
     if elf["e_phnum"] != PN_XNUM:
         return elf["e_phnum"]
-    # pyelftools reads the count from section header 0 (num_segments), but where there is
-    # no section header table (e_shoff 0) it would take the ELF header for one
+    # pyelftools' num_segments() takes the count from section header 0 too, but where there is no
+    # section header table (e_shoff 0) it takes the ELF header for one, and it goes through
+    # get_section(0), which also looks up the section's name (e_shstrndx) and fails where that is
+    # damaged: the count alone is wanted, from section header 0 parsed with pyelftools' Elf_Shdr
     if not elf["e_shoff"]:
         raise InputError(f"{path}: e_phnum is PN_XNUM but there is no section header")
-    _read_at(f, path, elf["e_shoff"], elf.structs.Elf_Shdr.sizeof(), "section header 0")
+    shdr = elf.structs.Elf_Shdr
+    raw = _read_at(f, path, elf["e_shoff"], shdr.sizeof(), "section header 0")
     try:
-        return elf.num_segments()
+        return shdr.parse(raw)["sh_info"]
     except PARSE_ERRORS as exc:
         raise InputError(f"{path}: e_phnum is PN_XNUM but section header 0 cannot be read ({exc})") from None
 

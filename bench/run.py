@@ -406,7 +406,8 @@ def bench_elf() -> None:
 
     bulk, slow = best(lambda: read_program_headers(str(core))), best(lambda: one_by_one(str(core)))
     assert read_program_headers(str(core)) == one_by_one(str(core))
-    notes = best(lambda: read_elf_notes(str(core)))
+    phdrs = read_program_headers(str(core))
+    notes = best(lambda: read_elf_notes(str(core), phdrs))
     open_bulk = best(open_core)
     elfcore.read_program_headers = one_by_one
     try:

@@ -78,6 +78,11 @@ def _s390x_core_structs() -> ELFStructs:
 
 
 @functools.cache
+def _nhdr_size() -> int:
+    return _s390x_core_structs().Elf_Nhdr.sizeof()  # construct computes it at every call
+
+
+@functools.cache
 def _phdr_table() -> tuple[tuple[str, ...], struct.Struct]:
     """
     Return the field names of pyelftools' ``Elf_Phdr`` (of an s390x core)
@@ -125,13 +130,13 @@ def _check_note(data: bytes, off: int, base: int, where: str, hdr=None):
     Return the header of the note at *off* of *data* (pyelftools' ``Elf_Nhdr``,
     parsed here unless given); raise InputError if the note runs beyond *data*.
     """
-    nhdr = _s390x_core_structs().Elf_Nhdr
+    nhdr_size = _nhdr_size()
     if hdr is None:
-        if len(data) - off < nhdr.sizeof():
+        if len(data) - off < nhdr_size:
             raise InputError(f"{where}: truncated note header at {base + off:#x}")
-        hdr = nhdr.parse(data[off:off + nhdr.sizeof()])
+        hdr = _s390x_core_structs().Elf_Nhdr.parse(data[off:off + nhdr_size])
     namesz, descsz = hdr["n_namesz"], hdr["n_descsz"]
-    if off + nhdr.sizeof() + _pad4(namesz) + descsz > len(data):
+    if off + nhdr_size + _pad4(namesz) + descsz > len(data):
         raise InputError(f"{where}: truncated note at {base + off:#x} (name {namesz} and descriptor "
                          f"{descsz} bytes run beyond the {len(data):#x}-byte segment)")
     return hdr
@@ -162,7 +167,7 @@ def parse_notes(data: bytes, base: int = 0, where: str = "notes") -> list[ElfNot
             pos += n["n_size"]
     except PARSE_ERRORS as exc:
         hdr = _check_note(data, pos, base, where)
-        name_at = pos + _s390x_core_structs().Elf_Nhdr.sizeof()
+        name_at = pos + _nhdr_size()
         name = data[name_at:name_at + hdr["n_namesz"]]
         why = f"pyelftools: {exc.args[0] if exc.args else exc}"
         if hdr["n_namesz"] and b"\0" not in name:

@@ -26,9 +26,9 @@ wherever that is, and raises ``ELFError`` or construct's errors):
 The program header table is read in one piece and unpacked in bulk by one
 ``struct.Struct`` made of pyelftools' own ``Elf_Phdr`` fields (their order,
 sizes and byte order): pyelftools parses one header at a time (construct),
-about 12 us each, 1.2 s for the 100,001 headers of a 100,000-range core,
-which would make the open of such a core 3x slower; unpacked in bulk they
-take 1 us each (bench numbers in the commit and README).
+12 to 24 us each, 1.2 to 2.4 s for the 100,001 headers of a 100,000-range
+core, which makes the open of such a core 4x as long; unpacked in bulk they
+take 1 to 2 us each (``bench/run.py elf``; the numbers in README).
 """
 
 from __future__ import annotations

@@ -166,6 +166,8 @@ def parse_notes(data: bytes, base: int = 0, where: str = "notes") -> list[ElfNot
             notes.append(ElfNote(name, ntype, bytes(n["n_descdata"]), base + pos))
             pos += n["n_size"]
     except PARSE_ERRORS as exc:
+        if not any(data[pos:]):  # zero padding, which an older pyelftools may read as a note
+            return notes
         hdr = _check_note(data, pos, base, where)
         name_at = pos + _nhdr_size()
         name = data[name_at:name_at + hdr["n_namesz"]]

@@ -7,7 +7,7 @@ noisy machine moves both sides. Writes bench/RESULTS.md.
 
     .venv/bin/python bench/run.py            # everything (a few minutes)
     .venv/bin/python bench/run.py --quick    # smaller sizes
-    .venv/bin/python bench/run.py seq hsa    # some of: seq hsa scale random save kdump qmp
+    .venv/bin/python bench/run.py seq hsa    # some of: seq hsa scale elf random save kdump qmp
 
 Targets (issue "Performance and scale"):
   seq     cold cp /mnt/vmcore vs cat of the raw store: ratio >= 0.5;
@@ -21,6 +21,9 @@ Targets (issue "Performance and scale"):
           daemon RSS <= 150 MB (over a sequential read of the first 8 GiB),
           header bytes and build time per (range + CPU) flat from 1,000 to
           100,000 ranges; vmcorefs info of it, save of 100,000 ranges (3 GiB)
+  elf     an ELF core of 100,000 PT_LOADs and 400 CPUs as SOURCE (issue 17): its program
+          header table unpacked in bulk vs pyelftools' iter_segments, the open with each, the
+          mount (report; the bulk path stays while iter_segments would make the open >= 2x)
   random  4 KiB random reads: p50 / p99 latency vs pread of the raw store
   save    vmcorefs save SOURCE OUT vs cat STORE > OUT: >= 0.8x
   kdump   /vmcore of makedumpfile -c and -l dumps (level 0) of the real fixture
@@ -392,6 +395,62 @@ def bench_scale(read_bytes: int, quick: bool) -> None:
         record("scale", f"vmcorefs save {' '.join(['-q'] + extra)} of {nranges:,} ranges, {cpus} CPUs, "
                f"{saved / GIB:.1f} GiB (zero store) to /dev/null: {st:.2f} s from the command's start, "
                f"{saved / st / 1e9:.2f} GB/s", "report", None)
+
+
+def bench_elf() -> None:
+    """
+    An ELF core of 100,000 PT_LOADs and 400 CPUs as SOURCE (issue 17): its program header table
+    unpacked in bulk (vmcorefs) vs pyelftools' iter_segments, one header at a time; the mount.
+    """
+    from elftools.elf.elffile import ELFFile
+
+    from vmcorefs.sources import elfcore
+    from vmcorefs.sources.elfread import read_elf_notes, read_program_headers
+
+    nranges, cpus = 100_000, 400
+    doc = scale_doc(nranges, cpus, 3 * GIB, name="scale-save")
+    core = WORK / "scale-100k.elf"
+    if not core.exists() or core.stat().st_mtime < doc.stat().st_mtime:
+        subprocess.run(VMCOREFS + ["save", "-q", "--no-sha256", "--force", str(doc), str(core)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def one_by_one(path: str) -> list[dict]:
+        with open(path, "rb") as f:
+            return [dict(seg.header, p_type={"PT_LOAD": 1, "PT_NOTE": 4}.get(seg["p_type"], seg["p_type"]))
+                    for seg in ELFFile(f).iter_segments()]
+
+    def best(fn, runs: int = 3) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    def open_core() -> None:
+        elfcore.open_elf_core(str(core)).close()
+
+    bulk, slow = best(lambda: read_program_headers(str(core))), best(lambda: one_by_one(str(core)))
+    assert read_program_headers(str(core)) == one_by_one(str(core))
+    phdrs = read_program_headers(str(core))
+    notes = best(lambda: read_elf_notes(str(core), phdrs))
+    open_bulk = best(open_core)
+    elfcore.read_program_headers = one_by_one
+    try:
+        open_slow = best(open_core)
+    finally:
+        elfcore.read_program_headers = read_program_headers
+    readies = []
+    for _ in range(3):
+        mnt = Path(tempfile.mkdtemp(prefix="vmcorefs-bench-"))
+        readies.append(timed(VMCOREFS + ["mount", str(core), str(mnt)]))
+        subprocess.run(VMCOREFS + ["umount", str(mnt)], check=True)
+        mnt.rmdir()
+    record("elf", f"ELF core of {nranges:,} PT_LOADs (PN_XNUM), {cpus} CPUs as SOURCE: program header table "
+           f"unpacked in bulk {bulk:.2f} s vs pyelftools' iter_segments {slow:.2f} s ({slow / bulk:.0f}x); "
+           f"open {open_bulk:.2f} s vs {open_slow:.2f} s with iter_segments; notes (pyelftools) {notes:.3f} s; "
+           f"mount ready in {min(readies):.2f} s from the command's start (best of 3)",
+           "iter_segments would make the open >= 2x: the bulk path stays", open_slow >= 2 * open_bulk)
 
 
 def bench_random(count: int) -> None:
@@ -930,7 +989,7 @@ LIMITS_18 = [
 ]
 
 
-BENCHMARKS = ("seq", "hsa", "scale", "random", "save", "kdump", "qmp", "tools", "reread", "stream", "pair",
+BENCHMARKS = ("seq", "hsa", "scale", "elf", "random", "save", "kdump", "qmp", "tools", "reread", "stream", "pair",
               "demo", "zgetdump")
 
 
@@ -999,6 +1058,8 @@ def main() -> None:
             bench_hsa()
         elif name == "scale":
             bench_scale(GIB if args.quick else 8 * GIB, args.quick)
+        elif name == "elf":
+            bench_elf()
         elif name == "random":
             bench_random(500 if args.quick else 3000)
         elif name == "kdump":

@@ -6,7 +6,10 @@ Byte layouts
 The ``vmcorefs.layouts`` package declares every on-disk and in-memory
 structure vmcorefs reads or writes, once, big-endian, with each field's
 absolute offset. Nothing else in vmcorefs packs or unpacks these structures
-by hand: it calls :meth:`Layout.pack` / :meth:`Layout.unpack`.
+by hand: it calls :meth:`Layout.pack` / :meth:`Layout.unpack`. ELF files
+taken as input are the exception: pyelftools reads their ELF structures with
+its own (:mod:`vmcorefs.sources.elfread`); the note descriptors in them
+(``ELF_PRSTATUS``, the s390 register notes) are declared here.
 
 One module a subject: ``base`` (:class:`Layout`, the page size),
 ``lowcore`` (the absolute lowcore, save areas, parmarea, os_info, CKSM),

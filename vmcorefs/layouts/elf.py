@@ -20,14 +20,10 @@ from .base import Layout
 from .lowcore import VX_SAVE_AREA
 
 __all__ = (
-    "EI_CLASS",
-    "EI_DATA",
     "ELF64_EHDR",
     "ELF64_NHDR",
     "ELF64_PHDR",
     "ELF64_SHDR",
-    "ELFCLASS64",
-    "ELFDATA2MSB",
     "ELFMAG",
     "ELF_FPREGSET",
     "ELF_IDENT_S390X",
@@ -168,8 +164,6 @@ ELF64_SHDR = Layout("Elf64_Shdr", 64, [
     (0x38, "sh_entsize", "Q"),
 ])
 ELFMAG = b"\x7fELF"
-EI_CLASS, EI_DATA = 4, 5
-ELFCLASS64, ELFDATA2MSB = 2, 2
 PN_XNUM = 0xFFFF
 SHT_NULL = 0
 SHN_UNDEF = 0

@@ -20,6 +20,7 @@ import trio
 
 from ..errors import InputError, MemoryReadError, VmcorefsError
 from ..files import identity, open_input, os_error_text
+from ..layouts import ELFMAG
 from .base import SaveError
 from .plan import Item, plan_extents
 
@@ -27,7 +28,6 @@ __all__ = ("INPUTS_XATTR", "FileSource", "Source", "ViewSource", "open_source", 
 
 log = logging.getLogger(__name__)
 
-ELF_MAGIC = b"\x7fELF"
 INPUTS_XATTR = "user.vmcorefs.inputs"  # a mount's files it reads: "DEV INO RDEV SIZE MTIME_NS PATH" lines
 
 Input = tuple[str, int, int, int]  # (path, dev, ino, rdev): a file the dump is read from
@@ -246,7 +246,7 @@ def _has_elf_magic(path: str) -> bool:
     """Whether the file *path* starts with the ELF magic."""
     fd = open_input(path, "dump")  # a FIFO named vmcore would block open()
     try:
-        return os.pread(fd, 4, 0) == ELF_MAGIC
+        return os.pread(fd, len(ELFMAG), 0) == ELFMAG
     except OSError as exc:
         raise _source_error(path, exc) from None
     finally:

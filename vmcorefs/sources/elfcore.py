@@ -5,9 +5,11 @@ ELF cores as a source
 
 The ``vmcorefs.sources.elfcore`` module opens an s390x ELF core file as a
 :class:`~vmcorefs.machine.Machine`: a kernel vmcore (a copy of
-``/proc/vmcore``, or vmcorefs' own ``/vmcore``) or QEMU's
-``dump-guest-memory`` output. Memory is the PT_LOAD segments by physical
-address (``p_memsz`` beyond ``p_filesz`` reads as zeros, as ELF says); the
+``/proc/vmcore``, or vmcorefs' own ``/vmcore``), QEMU's
+``dump-guest-memory`` output or makedumpfile's ``-E`` output, read with
+pyelftools (:mod:`vmcorefs.sources.elfread`). Memory is the PT_LOAD
+segments by physical address (``p_memsz`` beyond ``p_filesz`` reads as
+zeros, as ELF says); the
 CPUs are the register notes (:mod:`vmcorefs.sources.elfnotes` knows both
 producers' quirks); a VMCOREINFO note is kept as the dump's VMCOREINFO.
 
@@ -24,22 +26,14 @@ import bisect
 import os
 
 from ..errors import InputError, MemoryReadError
-from ..layouts import ELFMAG, PAGE_SIZE, PT
+from ..layouts import PAGE_SIZE, PT
 from ..machine import KIND_KERNEL_VMCORE, MAX_MEMORY_END, Cpu, Machine
 from ..stores import Piece, RawFileStore, Read, Store, Zeros
-from .elfnotes import cpus_from_notes, read_elf_notes, read_program_headers
+from .elfnotes import cpus_from_notes
+from .elfread import read_elf_notes, read_program_headers
 from .raw import machine_from_memory
 
-__all__ = ("ElfMemoryStore", "is_elf", "open_elf_core")
-
-
-def is_elf(path: str) -> bool:
-    """Return whether *path* starts with the ELF magic."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == ELFMAG
-    except OSError:
-        return False
+__all__ = ("ElfMemoryStore", "open_elf_core")
 
 
 class ElfMemoryStore(Store):

@@ -53,7 +53,8 @@ from ..layouts import (DISKDUMP_HEADER, DUMP_DH, KDUMP_SIGNATURE, KDUMP_SUB_HEAD
                        PAGE_SIZE)
 from ..machine import KIND_MAKEDUMPFILE, Cpu, Machine
 from ..stores import Store
-from .elfnotes import cpus_from_notes, parse_notes
+from .elfnotes import cpus_from_notes
+from .elfread import parse_notes
 from .kdumpio import CODEC_MASK, CODECS, PlainFile, ShortRead, codec_available, decompress, open_dump_file
 from .raw import machine_from_memory
 

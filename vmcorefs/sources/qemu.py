@@ -258,7 +258,8 @@ def _memory_backend(qmp: Qmp, name: str) -> tuple[str, int]:
 
 def _cpus(qmp: Qmp, name: str) -> list[Cpu]:
     """The CPUs' registers, from the notes of QEMU's dump of the first page."""
-    from .elfnotes import cpus_from_notes, read_elf_notes
+    from .elfnotes import cpus_from_notes
+    from .elfread import read_elf_notes
     with tempfile.TemporaryFile(prefix="vmcorefs-notes-") as f:
         qmp.send_fd(f.fileno(), NOTES_FD)
         qmp.command("dump-guest-memory", paging=False, protocol=f"fd:{NOTES_FD}", begin=0, length=4096)

@@ -7,7 +7,7 @@ noisy machine moves both sides. Writes bench/RESULTS.md.
 
     .venv/bin/python bench/run.py            # everything (a few minutes)
     .venv/bin/python bench/run.py --quick    # smaller sizes
-    .venv/bin/python bench/run.py seq hsa    # some of: seq hsa scale random save kdump qmp
+    .venv/bin/python bench/run.py seq hsa    # some of: seq hsa scale elf random save kdump qmp
 
 Targets (issue "Performance and scale"):
   seq     cold cp /mnt/vmcore vs cat of the raw store: ratio >= 0.5;
@@ -21,6 +21,9 @@ Targets (issue "Performance and scale"):
           daemon RSS <= 150 MB (over a sequential read of the first 8 GiB),
           header bytes and build time per (range + CPU) flat from 1,000 to
           100,000 ranges; vmcorefs info of it, save of 100,000 ranges (3 GiB)
+  elf     an ELF core of 100,000 PT_LOADs and 400 CPUs as SOURCE (issue 17): its program
+          header table unpacked in bulk vs pyelftools' iter_segments, the open with each, the
+          mount (report; the bulk path stays while iter_segments would make the open >= 2x)
   random  4 KiB random reads: p50 / p99 latency vs pread of the raw store
   save    vmcorefs save SOURCE OUT vs cat STORE > OUT: >= 0.8x
   kdump   /vmcore of makedumpfile -c and -l dumps (level 0) of the real fixture
@@ -143,6 +146,32 @@ def load_offset(vmcore: Path) -> int:
     from elftools.elf.elffile import ELFFile
     with open(vmcore, "rb") as f:
         return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
+
+
+def random_pages(seed: int, pages: int, count: int, base: int = 0) -> list[int]:
+    """*count* offsets *base* + a whole page below page *pages*, at random (the same for the same *seed*)."""
+    rng = random.Random(seed)
+    return [base + rng.randrange(0, pages) * 4096 for _ in range(count)]
+
+
+def pread_latencies(offsets: list[int], *reads: tuple[int, int]) -> list[list[float]]:
+    """
+    At each of *offsets* in turn, one 4 KiB pread for each of *reads* (``(fd,
+    base)``: at *base* + offset), one after another; return the seconds each
+    took, one list per read.
+    """
+    lats: list[list[float]] = [[] for _ in reads]
+    for o in offsets:
+        for (fd, base), lat in zip(reads, lats):
+            t = time.perf_counter()
+            os.pread(fd, 4096, base + o)
+            lat.append(time.perf_counter() - t)
+    return lats
+
+
+def percentile_us(xs: list[float], p: int) -> float:
+    """The *p*-th percentile of the seconds *xs*, in microseconds."""
+    return statistics.quantiles(xs, n=100)[p - 1] * 1e6
 
 
 # ---------------------------------------------------------------------------
@@ -368,6 +397,62 @@ def bench_scale(read_bytes: int, quick: bool) -> None:
                f"{saved / st / 1e9:.2f} GB/s", "report", None)
 
 
+def bench_elf() -> None:
+    """
+    An ELF core of 100,000 PT_LOADs and 400 CPUs as SOURCE (issue 17): its program header table
+    unpacked in bulk (vmcorefs) vs pyelftools' iter_segments, one header at a time; the mount.
+    """
+    from elftools.elf.elffile import ELFFile
+
+    from vmcorefs.sources import elfcore
+    from vmcorefs.sources.elfread import read_elf_notes, read_program_headers
+
+    nranges, cpus = 100_000, 400
+    doc = scale_doc(nranges, cpus, 3 * GIB, name="scale-save")
+    core = WORK / "scale-100k.elf"
+    if not core.exists() or core.stat().st_mtime < doc.stat().st_mtime:
+        subprocess.run(VMCOREFS + ["save", "-q", "--no-sha256", "--force", str(doc), str(core)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def one_by_one(path: str) -> list[dict]:
+        with open(path, "rb") as f:
+            return [dict(seg.header, p_type={"PT_LOAD": 1, "PT_NOTE": 4}.get(seg["p_type"], seg["p_type"]))
+                    for seg in ELFFile(f).iter_segments()]
+
+    def best(fn, runs: int = 3) -> float:
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    def open_core() -> None:
+        elfcore.open_elf_core(str(core)).close()
+
+    bulk, slow = best(lambda: read_program_headers(str(core))), best(lambda: one_by_one(str(core)))
+    assert read_program_headers(str(core)) == one_by_one(str(core))
+    phdrs = read_program_headers(str(core))
+    notes = best(lambda: read_elf_notes(str(core), phdrs))
+    open_bulk = best(open_core)
+    elfcore.read_program_headers = one_by_one
+    try:
+        open_slow = best(open_core)
+    finally:
+        elfcore.read_program_headers = read_program_headers
+    readies = []
+    for _ in range(3):
+        mnt = Path(tempfile.mkdtemp(prefix="vmcorefs-bench-"))
+        readies.append(timed(VMCOREFS + ["mount", str(core), str(mnt)]))
+        subprocess.run(VMCOREFS + ["umount", str(mnt)], check=True)
+        mnt.rmdir()
+    record("elf", f"ELF core of {nranges:,} PT_LOADs (PN_XNUM), {cpus} CPUs as SOURCE: program header table "
+           f"unpacked in bulk {bulk:.2f} s vs pyelftools' iter_segments {slow:.2f} s ({slow / bulk:.0f}x); "
+           f"open {open_bulk:.2f} s vs {open_slow:.2f} s with iter_segments; notes (pyelftools) {notes:.3f} s; "
+           f"mount ready in {min(readies):.2f} s from the command's start (best of 3)",
+           "iter_segments would make the open >= 2x: the bulk path stays", open_slow >= 2 * open_bulk)
+
+
 def bench_random(count: int) -> None:
     image = random_image(256 * MIB)
     desc = describe(image, WORK / "random.toml", "--hsa-size", "32M")
@@ -375,27 +460,17 @@ def bench_random(count: int) -> None:
     try:
         vmcore = m.dir / "vmcore"
         base = load_offset(vmcore)
-        rng = random.Random(1)
-        offsets = [rng.randrange(0, 256 * MIB // 4096) * 4096 for _ in range(count)]
+        offsets = random_pages(1, 256 * MIB // 4096, count)
         with open(image, "rb") as f:
             f.read()  # warm the page cache for both sides
-        lat_fs, lat_raw = [], []
         fd_fs = os.open(vmcore, os.O_RDONLY)
         fd_raw = os.open(image, os.O_RDONLY)
-        for o in offsets:
-            t = time.perf_counter()
-            os.pread(fd_raw, 4096, o)
-            lat_raw.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            os.pread(fd_fs, 4096, base + o)
-            lat_fs.append(time.perf_counter() - t)
+        lat_raw, lat_fs = pread_latencies(offsets, (fd_raw, 0), (fd_fs, base))
         os.close(fd_fs)
         os.close(fd_raw)
     finally:
         m.close()
-
-    def pct(xs, p):
-        return statistics.quantiles(xs, n=100)[p - 1] * 1e6
+    pct = percentile_us
     record("random", f"4 KiB random reads: vmcorefs p50 {pct(lat_fs, 50):.0f} us / p99 {pct(lat_fs, 99):.0f} us, "
            f"raw pread p50 {pct(lat_raw, 50):.1f} us / p99 {pct(lat_raw, 99):.1f} us "
            f"(p50 ratio {pct(lat_fs, 50) / pct(lat_raw, 50):.0f}x)", "report", None)
@@ -462,24 +537,14 @@ def bench_kdump(count: int) -> None:
     try:
         vmcore = m.dir / "vmcore"
         base = load_offset(vmcore)
-        rng = random.Random(1)
-        pages = size // 4096 - 8
-        offsets = [rng.randrange(0, pages) * 4096 for _ in range(count)]
+        offsets = random_pages(1, size // 4096 - 8, count)
         fd = os.open(vmcore, os.O_RDONLY)
-        lat_first, lat_again = [], []
-        for o in offsets:  # each page twice in a row: decompressed, then from the daemon's page cache
-            t = time.perf_counter()
-            os.pread(fd, 4096, base + o)
-            t2 = time.perf_counter()
-            os.pread(fd, 4096, base + o)
-            lat_again.append(time.perf_counter() - t2)
-            lat_first.append(t2 - t)
+        # each page twice in a row: decompressed, then from the daemon's page cache
+        lat_first, lat_again = pread_latencies(offsets, (fd, base), (fd, base))
         os.close(fd)
     finally:
         m.close()
-
-    def pct(xs, p):
-        return statistics.quantiles(xs, n=100)[p - 1] * 1e6
+    pct = percentile_us
     record("kdump", f"4 KiB random reads of /vmcore of the zlib dump: p50 {pct(lat_first, 50):.0f} us / p99 "
            f"{pct(lat_first, 99):.0f} us; each page read again at once (decompressed once, cached) p50 "
            f"{pct(lat_again, 50):.0f} us", "report", None)
@@ -671,16 +736,10 @@ def bench_reread(count: int) -> None:
     warm(saved)
     base = load_offset(saved)
     size = os.stat(saved).st_size
-    rng = random.Random(7)
-    offsets = [base + rng.randrange(0, (size - base) // 4096) * 4096 for _ in range(count)]
+    offsets = random_pages(7, (size - base) // 4096, count, base)
 
     def lat(fd: int) -> list[float]:
-        out = []
-        for o in offsets:
-            t = time.perf_counter()
-            os.pread(fd, 4096, o)
-            out.append(time.perf_counter() - t)
-        return out
+        return pread_latencies(offsets, (fd, 0))[0]
 
     fd = os.open(saved, os.O_RDONLY)
     file_lat = lat(fd)
@@ -692,9 +751,7 @@ def bench_reread(count: int) -> None:
         os.close(fd)
     finally:
         m.close()
-
-    def p(xs, q):
-        return statistics.quantiles(xs, n=100)[q - 1] * 1e6
+    p = percentile_us
     record("reread", f"4 KiB re-read of a page read before: p50 {p(again, 50):.1f} us / p99 {p(again, 99):.1f} us "
            f"(the file from the page cache: p50 {p(file_lat, 50):.1f} us)", "p50 <= 10 us", p(again, 50) <= 10)
     record("reread", f"4 KiB first reads: p50 {p(first, 50):.0f} us / p99 {p(first, 99):.0f} us "
@@ -843,7 +900,7 @@ def bench_qmp(sizes_mib: list[int]) -> None:
         # a freshly booted guest (sparse RAM: init_on_free off), no kdump, stopped
         with RunningGuest(f"bench-{mib}", memory_mib=mib, crashkernel_mib=0, init_on_free=False) as g:
             g.wait_for("VMCOREFS-PRECRASH-READY")
-            g.qmp.cmd("stop")
+            g.qmp.command("stop")
             ram_used = g.ram.stat().st_blocks * 512
             mnt = Path(tempfile.mkdtemp(prefix="vmcorefs-bench-"))
             vmcore = mnt / "vmcore"
@@ -869,7 +926,7 @@ def bench_qmp(sizes_mib: list[int]) -> None:
             for fmt in ("elf", "kdump-zlib"):
                 out = WORK / f"qemu-dump-{mib}.{fmt}"
                 t = time.perf_counter()
-                g.qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out}", format=fmt)
+                g.qmp.command("dump-guest-memory", paging=False, protocol=f"file:{out}", format=fmt)
                 dumps[fmt] = (time.perf_counter() - t, out.stat().st_blocks * 512)
                 out.unlink()
         elf_t, elf_disk = dumps["elf"]
@@ -960,7 +1017,7 @@ LIMITS_18 = [
 ]
 
 
-BENCHMARKS = ("seq", "hsa", "scale", "random", "save", "kdump", "qmp", "tools", "reread", "stream", "pair",
+BENCHMARKS = ("seq", "hsa", "scale", "elf", "random", "save", "kdump", "qmp", "tools", "reread", "stream", "pair",
               "demo", "zgetdump")
 
 
@@ -1029,6 +1086,8 @@ def main() -> None:
             bench_hsa()
         elif name == "scale":
             bench_scale(GIB if args.quick else 8 * GIB, args.quick)
+        elif name == "elf":
+            bench_elf()
         elif name == "random":
             bench_random(500 if args.quick else 3000)
         elif name == "kdump":

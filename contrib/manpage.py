@@ -245,6 +245,8 @@ def rst(date: str) -> str:
             ("1", "failure (the message says what to do next); **check**: stand-alone dump only"),
             ("2", "**check**: unusable input; a usage error"),
             ("3, 130, 143", "**save** stopped (--stop-after, SIGINT, SIGTERM): run it again to resume"),
+            ("4", "**save**: the partial *OUT* cannot be resumed (damaged, of another dump, or the source "
+                  "changed); nothing was written: **--restart** starts over"),
         ]),
         heading("Files", "="),
         definitions([

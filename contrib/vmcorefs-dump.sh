@@ -28,7 +28,8 @@
 # beside it. A dump interrupted by a reset is resumed at the next run (the
 # newest *.vmcorefs-partial in DIR), after vmcorefs has verified what was
 # written; a partial dump that cannot be resumed (damaged, or of another
-# dump) is started over instead. Mounts left behind by a killed run are
+# dump: vmcorefs save exits with status 4 then, having written nothing) is
+# started over instead. Mounts left behind by a killed run are
 # detached first. Exit status: 0 saved, 1 failed (the action is not taken
 # then, so that someone can look), 143 (SIGTERM) or 130 (SIGINT): stopped,
 # the next run resumes.
@@ -136,8 +137,7 @@ name=""
 for partial in "$dir"/vmcore-*.elf.vmcorefs-partial; do
     [ -e "$partial" ] && name=$(basename "${partial%.vmcorefs-partial}")
 done
-resuming=""
-[ -n "$name" ] && { resuming=1; log "resuming $dir/$name"; }
+[ -n "$name" ] && log "resuming $dir/$name"
 [ -n "$name" ] || name=vmcore-$(date +%Y%m%d-%H%M%S).elf
 out=$dir/$name
 
@@ -163,15 +163,13 @@ run_save() {
     status=$?
     save_pid=""
 }
-# the chunks the partial dump records as written
-recorded() { grep -c '^done ' "$out.vmcorefs-partial" 2>/dev/null || true; }
 
 log "saving $src to $out"
-before=$(recorded)
 run_save
-if [ $status -eq 1 ] && [ -n "$resuming" ] && [ "$(recorded)" = "$before" ]; then
-    # refused before writing anything: a damaged partial file, or one of
-    # another dump; resuming would fail at every boot
+if [ $status -eq 4 ]; then
+    # vmcorefs save: the partial dump cannot be resumed (damaged, of another
+    # dump, or the source changed) and nothing was written; resuming would
+    # fail at every boot
     log "cannot resume $out: starting it over (--restart)"
     run_save --restart
 fi

@@ -171,6 +171,30 @@ def mounter(tmp_path):
         m.cleanup()
 
 
+def load_offset(path) -> int:
+    """The file offset of the first PT_LOAD of the ELF core *path*: where its memory starts."""
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as f:
+        return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
+
+
+def open_vmcore(m: Mount) -> tuple[Path, int, int]:
+    """/vmcore of the mount *m*: its path, its :func:`load_offset`, and a descriptor open for reading
+    (the caller closes it)."""
+    vm = m.path("vmcore")
+    return vm, load_offset(vm), os.open(vm, os.O_RDONLY)
+
+
+def read_at(path, offset: int, length: int) -> bytes:
+    """pread on a file opened for this read: an open after a faults file or an image changed drops the
+    kernel's cached pages."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
 def run_vmcorefs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     res = subprocess.run(VMCOREFS + [str(a) for a in args], capture_output=True, text=True, cwd=REPO, **kw)
     if check and res.returncode != 0:

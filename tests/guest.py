@@ -39,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -49,6 +48,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # this checkout's vmcorefs, also when run as a command
+
+from vmcorefs.errors import InputError
+from vmcorefs.sources.qmp import Qmp  # the client of qmp:PATH sources drives the test's guests, too
+
 GUEST = Path(os.environ.get("VMCOREFS_GUEST_DIR", REPO.parent / "shared" / "guest"))
 CACHE = Path(os.environ.get("VMCOREFS_GUEST_KDUMP_CACHE", "/var/tmp/vmcorefs-guest-kdumps"))
 INIT_C = REPO / "contrib" / "fixtures" / "init.c"
@@ -157,46 +162,16 @@ def build_initrds(work: Path, bzimage: bytes) -> tuple[Path, Path]:
 
 # --- QEMU ---------------------------------------------------------------------
 
-class Qmp:
-    def __init__(self, path: Path, qemu: subprocess.Popen, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(str(path))
-                break
-            except OSError:
-                self.sock.close()
-                if qemu.poll() is not None:
-                    raise GuestError(f"QEMU exited ({qemu.returncode}) before its QMP socket was up")
-                if time.monotonic() > deadline:
-                    raise GuestError("QEMU's QMP socket did not come up")
-                time.sleep(0.1)
-        self.sock.settimeout(MARKER_TIMEOUT)  # a QMP command that hangs fails, too
-        self.f = self.sock.makefile("rw")
-        json.loads(self.f.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name: str, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.f.flush()
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise GuestError(f"QMP {name}: QEMU closed the socket")
-            msg = json.loads(line)
-            if "return" in msg:
-                return msg["return"]
-            if "error" in msg:
-                raise GuestError(f"QMP {name}: {msg['error']}")
-            # events (STOP, RESUME, ...) are skipped
-
-    def close(self) -> None:
-        try:
-            self.f.close()  # the file holds the socket open, too
-            self.sock.close()
-        except (OSError, AttributeError):
-            pass
+def qmp_connect(path: Path, qemu: subprocess.Popen, timeout: float = 30) -> Qmp:
+    """
+    vmcorefs' QMP client on the socket *path* of the QEMU *qemu* just started
+    (or whose monitor another client is letting go of), once it answers
+    within *timeout* s; each command then has :data:`MARKER_TIMEOUT` s.
+    """
+    try:
+        return Qmp.when_up(str(path), f"QEMU's QMP socket {path}", timeout, process=qemu, timeout=MARKER_TIMEOUT)
+    except InputError as e:
+        raise GuestError(str(e)) from None
 
 
 class Console:
@@ -312,27 +287,27 @@ def run_guest(work: Path, out: Path, initrd: Path, *, smp: int, cpu: str, memory
         return line
 
     try:
-        qmp = Qmp(qmp_path, qemu)
+        qmp = qmp_connect(qmp_path, qemu)
         step("VMCOREFS-PRECRASH-READY")
         if not any(line.startswith("VMCOREFS-KEXEC-LOADED 1") for line in console.lines):
             raise GuestError("the capture kernel was not loaded (no 'VMCOREFS-KEXEC-LOADED 1')")
         console.type("go\n")
         step("VMCOREFS-KDUMP-READY")
-        qmp.cmd("stop")
-        qmp.cmd("pmemsave", val=0, size=ram, filename=str(out / "ram.raw"))
-        cpus = qmp.cmd("query-cpus-fast")
-        registers = qmp.cmd("human-monitor-command", **{"command-line": "info registers -a"})
-        qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out / 'qemu-kdump.elf'}")
-        qmp.cmd("dump-guest-memory", paging=False, format="kdump-zlib",
+        qmp.command("stop")
+        qmp.command("pmemsave", val=0, size=ram, filename=str(out / "ram.raw"))
+        cpus = qmp.command("query-cpus-fast")
+        registers = qmp.command("human-monitor-command", **{"command-line": "info registers -a"})
+        qmp.command("dump-guest-memory", paging=False, protocol=f"file:{out / 'qemu-kdump.elf'}")
+        qmp.command("dump-guest-memory", paging=False, format="kdump-zlib",
                 protocol=f"file:{out / 'qemu-kdump.kdump-zlib'}")
         times["saved"] = round(time.monotonic() - t0, 2)
-        qmp.cmd("cont")
+        qmp.command("cont")
         console.type("go\n")
         size = int(re.search(r"COPY-DONE (\d+)", step("VMCOREFS-COPY-DONE")).group(1))
         step("VMCOREFS-POWEROFF")
         qemu.wait(timeout=60)
         times["exited"] = round(time.monotonic() - t0, 2)
-    except (GuestError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+    except (GuestError, InputError, OSError, ValueError, subprocess.TimeoutExpired) as e:
         raise GuestError(f"guest run failed after {time.monotonic() - t0:.1f} s: {e}\n"
                          f"--- {QEMU}: {' '.join(cmd)}\n--- console (end):\n{console.tail()}") from e
     finally:
@@ -404,7 +379,7 @@ class RunningGuest:
             self.console = Console(self.qemu, self.work / "console.log", time.monotonic())
             if not crashkernel_mib:
                 self.console.tolerated = ("VMCOREFS-KEXEC-FAILED",)  # nothing to load the capture kernel into
-            self.qmp = Qmp(self.sockdir / "control.sock", self.qemu)
+            self.qmp = qmp_connect(self.sockdir / "control.sock", self.qemu)
         except BaseException:
             self.close()
             raise
@@ -423,7 +398,7 @@ class RunningGuest:
         self.console.type("go\n")
 
     def status(self) -> str:
-        return self.qmp.cmd("query-status")["status"]
+        return self.qmp.command("query-status")["status"]
 
     def wait_status(self, status: str, timeout: float = MARKER_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -434,7 +409,7 @@ class RunningGuest:
 
     def qemu_dump(self, out: Path) -> None:
         """QEMU's own ELF dump of the whole guest (paging off), for comparison."""
-        self.qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out}")
+        self.qmp.command("dump-guest-memory", paging=False, protocol=f"file:{out}")
 
     def copied_vmcore(self, out: Path) -> None:
         """Let the capture kernel copy /proc/vmcore to the disk; write it to *out*."""

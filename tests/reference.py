@@ -278,3 +278,28 @@ def phdrs(path) -> list[dict]:
         p_type, _flags, off, _va, pa, filesz, memsz, _align = struct.unpack_from(">IIQQQQQQ", table, i * phentsize)
         out.append({"type": p_type, "offset": off, "paddr": pa, "filesz": filesz, "memsz": memsz})
     return out
+
+
+NT_S390_VXRS_LOW, NT_S390_VXRS_HIGH = 0x309, 0x30A
+
+
+def vxrs_notes(path) -> list[dict[int, bytes]]:
+    """
+    Return, per CPU (an NT_PRSTATUS starts one) in note order, its
+    NT_S390_VXRS_LOW/HIGH descriptors ``{type: bytes}``, read with pyelftools.
+    """
+    from elftools.elf.elffile import ELFFile
+    names = {"NT_S390_VXRS_LOW": NT_S390_VXRS_LOW, "NT_S390_VXRS_HIGH": NT_S390_VXRS_HIGH}
+    cpus: list[dict[int, bytes]] = []
+    with open(path, "rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg["p_type"] != "PT_NOTE":
+                continue
+            for n in seg.iter_notes():
+                ntype = names.get(n["n_type"], n["n_type"])
+                if n["n_type"] == "NT_PRSTATUS":
+                    cpus.append({})
+                elif n["n_name"] == "LINUX" and ntype in (NT_S390_VXRS_LOW, NT_S390_VXRS_HIGH) and cpus:
+                    desc = n["n_desc"] if isinstance(n["n_desc"], bytes) else bytes(n["n_desc"], "latin-1")
+                    cpus[-1][ntype] = desc
+    return cpus

@@ -99,3 +99,35 @@ def test_packer_packs_what_pack_packs():
     assert ELF64_SHDR.packer("sh_info").pack(70002)[0x2C:0x30] == (70002).to_bytes(4, "big")
     with pytest.raises(ValueError):
         SAVE_AREA.packer("timer", "prefix")
+
+
+def test_layouts_all_lists_every_name_the_tree_imports_from_it():
+    """vmcorefs.layouts is a package of one module a subject; its __all__ is the union of theirs, each of
+    those lists its module's public names, and every name the tree imports from the package is in it."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import vmcorefs.layouts as layouts
+    subjects = sorted(p.stem for p in Path(layouts.__file__).parent.glob("*.py") if p.stem != "__init__")
+    union: set[str] = set()
+    for name in subjects:
+        mod = importlib.import_module(f"vmcorefs.layouts.{name}")
+        tree = ast.parse(Path(mod.__file__).read_text())
+        defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets for target in (t.elts if isinstance(t, ast.Tuple) else [t])}
+        assert set(mod.__all__) == {n for n in defined if not n.startswith("_") and n != "__all__"}, name
+        union |= set(mod.__all__)
+    assert set(layouts.__all__) == union and len(layouts.__all__) == len(union)
+    assert all(getattr(layouts, n) is not None for n in layouts.__all__)
+    repo = Path(__file__).resolve().parent.parent
+    imported: dict[str, str] = {}
+    for path in [*repo.glob("vmcorefs/**/*.py"), *repo.glob("tests/*.py"), *repo.glob("bench/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.split(".")[-1] == "layouts" or ".layouts." in f".{node.module}"):
+                imported.update((alias.name, str(path.relative_to(repo))) for alias in node.names)
+    assert len(imported) > 40  # the scan found the tree's imports
+    missing = {n: where for n, where in imported.items() if n not in layouts.__all__}
+    assert not missing, f"imported from vmcorefs.layouts but not in its __all__: {missing}"

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Extent maps, overlay stores and the kdump swap on tiny inputs with exact bytes."""
+"""Extent maps, overlay stores, the kdump swap and what backs a range (pieces) on tiny inputs with exact bytes."""
 
 import os
 import random
@@ -9,9 +9,10 @@ import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
+from vmcorefs.demo import address_words
 from vmcorefs.errors import InputError, MemoryReadError
 from vmcorefs.machine import Cpu, Machine, OldMemory, merge_ranges
-from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, RawFileStore, address_words
+from vmcorefs.stores import BytesStore, OverlayStore, PatternStore, RawFileStore
 from vmcorefs.views.extents import BytesExtent, ExtentFile, MemoryExtent, ZeroExtent
 
 
@@ -167,3 +168,134 @@ def test_refused_sources_leave_no_file_open(tmp_path):
         with pytest.raises(InputError):
             open_source(str(src))
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+# --------------------------------------------------------------------------
+# what backs a range (Store.pieces, OldMemory.pieces, Machine.files): save's kernel copy
+
+
+def _assemble(pieces, address: int, read) -> bytes:
+    """Put *pieces* of ``[address, ...)`` together: file regions with pread, zeros, the rest with *read*."""
+    from vmcorefs.stores import FileRegion, Read, Zeros
+    parts, pos = [], address
+    for piece in pieces:
+        if isinstance(piece, FileRegion):
+            data = os.pread(piece.fd, piece.length, piece.offset)
+            assert len(data) == piece.length, piece  # a file region lies in its file
+            parts.append(data)
+        elif isinstance(piece, Zeros):
+            parts.append(bytes(piece.length))
+        else:
+            assert isinstance(piece, Read), piece
+            parts.append(read(pos, piece.length))
+        pos += piece.length
+    return b"".join(parts)
+
+
+@pytest.fixture(scope="module")
+def piece_stores(tmp_path_factory):
+    """Stores over one file (random pages, holes, a 4 KiB header), each composed differently."""
+    from vmcorefs.sources.elfcore import ElfMemoryStore
+    from vmcorefs.sources.s390dump import DumpFileStore
+    from vmcorefs.stores import FaultyStore, SliceStore, ZeroStore
+    path = tmp_path_factory.mktemp("pieces") / "mem.img"
+    rng = random.Random(3)
+    with open(path, "wb") as f:
+        for page in range(0, 64, 3):
+            f.seek(page * 4096)
+            f.write(rng.randbytes(4096))
+        f.truncate(64 * 4096)
+    raw = RawFileStore(str(path), size=72 * 4096)  # the last 8 pages beyond the file: reads fail
+    faults = path.parent / "faults.toml"
+    faults.write_text("")
+    over = OverlayStore(raw, [(0x1800, BytesStore(b"patch" * 99)), (0x9000, PatternStore(0x3000)),
+                              (0x20000, ZeroStore(0x2000)), (0x30000, SliceStore(raw, 0x1000, 0x1000))])
+    stores = {
+        "raw": raw, "overlay": over, "slice": SliceStore(over, 0x1234, 0x30000),
+        "faulty": FaultyStore(raw, str(faults)),
+        "s390 dump": DumpFileStore(str(path), 60 * 4096),
+        "elf": ElfMemoryStore(str(path), [dict(p_paddr=0, p_memsz=0x8000, p_offset=0x1000, p_filesz=0x5000),
+                                          dict(p_paddr=0x10000, p_memsz=0x20000, p_offset=0x9000,
+                                               p_filesz=0x20000)]),
+    }
+    yield stores
+    for s in stores.values():
+        s.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["raw", "overlay", "slice", "faulty", "s390 dump", "elf"]), st.integers(0, 80 * 4096),
+       st.integers(1, 40 * 4096))
+def test_store_pieces_put_together_read_as_the_store(piece_stores, name, address, length):
+    """Whatever a store says backs a range gives the bytes its read gives; where the read fails, a piece is Read."""
+    from vmcorefs.stores import Read
+    store = piece_stores[name]
+    if address >= store.size:
+        return
+    length = min(length, store.size - address)
+    pieces = store.pieces(address, length)
+    assert sum(p.length for p in pieces) == length, pieces
+    try:
+        want = store.read(address, length)
+    except MemoryReadError:
+        assert any(isinstance(p, Read) for p in pieces), pieces  # the save reads it, and fails as the read does
+        return
+    assert _assemble(pieces, address, store.read) == want
+
+
+def test_store_pieces_say_where_a_file_is_copied(piece_stores):
+    """File regions where the bytes are a file's as they are; reads for patches, faults and beyond the file."""
+    from vmcorefs.stores import FileRegion, Read, Zeros
+    raw, over, faulty = piece_stores["raw"], piece_stores["overlay"], piece_stores["faulty"]
+    assert raw.pieces(0x3000, 0x2000) == [FileRegion(raw.fd, 0x3000, 0x2000)]
+    assert raw.pieces(63 * 4096, 2 * 4096) == [Read(2 * 4096)]  # runs beyond the file: the read fails
+    assert over.pieces(0x1000, 0x1000) == [FileRegion(raw.fd, 0x1000, 0x800), Read(495),  # the patch
+                                           FileRegion(raw.fd, 0x1800 + 495, 0x800 - 495)]
+    assert over.pieces(0x20000, 0x3000) == [Zeros(0x2000), FileRegion(raw.fd, 0x22000, 0x1000)]
+    assert over.pieces(0x30000, 0x1000) == [FileRegion(raw.fd, 0x1000, 0x1000)]
+    assert faulty.pieces(0, 0x1000) == [Read(0x1000)]  # injected faults apply only to reads
+    for name in ("raw", "overlay", "slice", "faulty"):
+        assert piece_stores[name].files() == [raw], name  # the overlay's slice of raw: still one file
+    for name in ("s390 dump", "elf"):
+        assert [f.path for f in piece_stores[name].files()] == [raw.path], name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 63 * 4096), st.integers(1, 20 * 4096))
+def test_old_memory_pieces_translate_the_kdump_swap(piece_stores, address, length):
+    """Through the swap, old memory is still the image's own bytes: file regions at the swapped offsets."""
+    from vmcorefs.stores import FileRegion
+    raw = piece_stores["raw"]
+    machine = Machine(memory=[(0, 64 * 4096)], real=raw, environment="kdump", cpus=[Cpu(0)],
+                      oldmem=(0x10000, 0x8000))
+    old = OldMemory(machine, (0x10000, 0x8000), None)
+    length = min(length, 64 * 4096 - address)
+    pieces = old.pieces(address, length)
+    assert all(isinstance(p, FileRegion) for p in pieces), pieces
+    assert _assemble(pieces, address, None) == trio.run(old.read, address, length)
+
+
+def test_a_machine_names_each_file_it_reads_once(piece_stores):
+    """A stand-alone machine reads its image through real memory and the HSA: Machine.files() names it once."""
+    from vmcorefs.sclp import SdiasDevice, dump_ipl
+    raw = piece_stores["raw"]
+    real, hsa = dump_ipl(raw, 0x8000, bytes(512))
+    machine = Machine(memory=[(0, 64 * 4096)], real=real, environment="standalone", cpus=[Cpu(0)],
+                      sclp=SdiasDevice(hsa))
+    assert machine.files() == [raw]
+
+
+def test_old_memory_below_the_hsa_size_is_read_over_sclp(piece_stores):
+    """Old memory in the HSA is read (over SCLP), even where real memory there is the image's own bytes."""
+    from vmcorefs.sclp import HsaReader, SdiasDevice
+    from vmcorefs.stores import FileRegion, Read, SliceStore
+    raw = piece_stores["raw"]
+    hsa = OverlayStore(SliceStore(raw, 0, 0x8000), [(0x1000, BytesStore(b"HSA only" * 512))])
+    machine = Machine(memory=[(0, 64 * 4096)], real=raw, environment="standalone", cpus=[Cpu(0)],
+                      sclp=SdiasDevice(hsa))
+    old = OldMemory(machine, None, HsaReader(machine.sclp))
+    assert machine.files() == [raw]
+    pieces = old.pieces(0x4000, 0x8000)
+    assert pieces == [Read(0x4000), FileRegion(raw.fd, 0x8000, 0x4000)]
+    assert _assemble(pieces, 0x4000, lambda a, n: trio.run(old.read, a, n)) == trio.run(old.read, 0x4000, 0x8000)
+    assert trio.run(old.read, 0x1000, 8) == b"HSA only"  # what a copy of the image would have got wrong

@@ -25,17 +25,11 @@ import time
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
-from conftest import (REPO, VMCOREFS, Mount, one_line_error, require_fuse, run_vmcorefs, sha256_file, small_machine,
-                      vmcore_bytes)
+from conftest import (REPO, VMCOREFS, Mount, load_offset, one_line_error, open_vmcore, require_fuse, run_vmcorefs,
+                      sha256_file, small_machine, vmcore_bytes)
 
 MIB = 1 << 20
-
-
-def load_offset(path) -> int:
-    with open(path, "rb") as f:
-        return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
 
 
 def sparse_raw_image(path: Path) -> bytes:
@@ -57,18 +51,22 @@ def sparse_raw_image(path: Path) -> bytes:
     return high
 
 
+@pytest.fixture
+def sparse_image_mount(mounter, tmp_path) -> tuple[Path, bytes, Mount]:
+    """A mount of a :func:`sparse_raw_image`: (the image, its data at 200 MiB, the mount)."""
+    image = tmp_path / "img.raw"
+    high = sparse_raw_image(image)
+    return image, high, mounter(image)
+
+
 # --------------------------------------------------------------------------
 # 1. an image truncated (or rewritten) while mounted
 
 
-def test_image_truncated_while_mounted_gives_eio_not_zeros(mounter, tmp_path):
+def test_image_truncated_while_mounted_gives_eio_not_zeros(sparse_image_mount):
     """The issue's recipe: reads of 64 KiB and more past the new end were zeros (a hole for SEEK_DATA)."""
-    image = tmp_path / "img.raw"
-    high = sparse_raw_image(image)
-    m = mounter(image)
-    vm = m.path("vmcore")
-    base = load_offset(vm)
-    fd = os.open(vm, os.O_RDONLY)
+    image, high, m = sparse_image_mount
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 128 << 10, base + 200 * MIB) == high[:128 << 10]
         assert os.pread(fd, 128 << 10, base + 120 * MIB) == bytes(128 << 10)  # a real hole: zeros
@@ -92,14 +90,10 @@ def test_image_truncated_while_mounted_gives_eio_not_zeros(mounter, tmp_path):
         os.close(fd)
 
 
-def test_image_cut_and_regrown_while_mounted_gives_eio(mounter, tmp_path):
+def test_image_cut_and_regrown_while_mounted_gives_eio(sparse_image_mount):
     """Truncated and extended back to its size: the same size, but its data are holes now."""
-    image = tmp_path / "img.raw"
-    high = sparse_raw_image(image)
-    m = mounter(image)
-    vm = m.path("vmcore")
-    base = load_offset(vm)
-    fd = os.open(vm, os.O_RDONLY)
+    image, high, m = sparse_image_mount
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 1 * MIB, base + 200 * MIB) == high[:MIB]
         os.truncate(image, 100 * MIB)

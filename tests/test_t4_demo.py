@@ -11,7 +11,8 @@ from elftools.elf.elffile import ELFFile
 from conftest import run_vmcorefs
 
 TAG = 0x4D454D0000000000  # "MEM" in the top bytes; independent of vmcorefs.demo on purpose
-LOW_PATCHED = 0x9000  # lowcore pointers, os_info, VMCOREINFO, re-IPL block live below this
+# lowcore pointers, os_info, VMCOREINFO, re-IPL block, the CPUs' lowcores (their 0x11B0) live below this
+LOW_PATCHED = 0x28000
 
 
 def test_demo_mount_serves_a_sane_dump(mounter):

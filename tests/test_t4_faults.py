@@ -17,33 +17,16 @@ import sys
 import time
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
-from conftest import Mount, require_fuse
+from conftest import Mount, load_offset, open_vmcore, read_at, require_fuse
 
 MIB = 1 << 20
-
-
-def load_offset(path) -> int:
-    with open(path, "rb") as f:
-        return next(s["p_offset"] for s in ELFFile(f).iter_segments() if s["p_type"] == "PT_LOAD")
-
-
-def pread_fresh(path, n: int, off: int) -> bytes:
-    """pread on a new open file: an open after a faults file changed drops the cached pages."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, n, off)
-    finally:
-        os.close(fd)
 
 
 def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounter):
     d, old = faulty_machine
     m = mounter(d / "m.toml")
-    vm = m.path("vmcore")
-    base = load_offset(vm)
-    fd = os.open(vm, os.O_RDONLY)
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]
         for kind in ("error", "timeout", "short", "wrong_count", "busy"):
@@ -66,11 +49,11 @@ def test_sclp_faults_give_eio_for_the_affected_pages_only(faulty_machine, mounte
             assert os.pread(fd, 4096, base + 33 * MIB) == old[33 * MIB:33 * MIB + 4096], kind
         (d / "faults.toml").unlink()
         time.sleep(0.02)
-        assert pread_fresh(vm, 3 * 4096, base + 15 * 4096) == old[15 * 4096:18 * 4096]  # recovered
+        assert read_at(vm, base + 15 * 4096, 3 * 4096) == old[15 * 4096:18 * 4096]  # recovered
         # transient busy is retried and succeeds
         (d / "faults.toml").write_text('[[fault]]\nkind = "busy"\ntimes = 20\n')
         time.sleep(0.02)
-        assert pread_fresh(vm, 4096, base) == old[:4096]
+        assert read_at(vm, base, 4096) == old[:4096]
     finally:
         os.close(fd)
     err = m.unmount()
@@ -106,7 +89,7 @@ def test_store_io_errors_fail_exactly_the_affected_reads(faulty_machine, mounter
         assert os.pread(fd, 4096, base) == old[:4096]
         (d / "store-faults.toml").unlink()
         time.sleep(0.02)
-        assert pread_fresh(vm, 3 * 4096, base + bad - 4096) == old[bad - 4096:bad + 8192]
+        assert read_at(vm, base + bad - 4096, 3 * 4096) == old[bad - 4096:bad + 8192]
     finally:
         os.close(fd)
     err = m.unmount()
@@ -118,9 +101,7 @@ def test_truncated_image_gives_eio_beyond_the_end(faulty_machine, mounter):
     d, old = faulty_machine
     os.truncate(d / "mem.raw", 36 * MIB + 100)
     m = mounter(d / "m.toml")
-    vm = m.path("vmcore")
-    base = load_offset(vm)
-    fd = os.open(vm, os.O_RDONLY)
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 4096, base + 35 * MIB) == old[35 * MIB:35 * MIB + 4096]
         with pytest.raises(OSError) as exc:
@@ -216,10 +197,8 @@ def test_a_fault_injected_later_keeps_the_cached_bytes_until_the_file_is_opened_
     text = (d / "m.toml").read_text().replace("[store]\n", '[store]\nfaults_file = "store-faults.toml"\n')
     (d / "m.toml").write_text(text)
     m = mounter(d / "m.toml")
-    vm = m.path("vmcore")
-    base = load_offset(vm)
     addr = 37 * MIB
-    fd = os.open(vm, os.O_RDONLY)
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096]
         (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {addr:#x}\nsize = 4096\n")
@@ -232,7 +211,7 @@ def test_a_fault_injected_later_keeps_the_cached_bytes_until_the_file_is_opened_
         except OSError as exc:
             assert exc.errno == errno.EIO
         with pytest.raises(OSError) as exc:
-            pread_fresh(vm, 4096, base + addr)
+            read_at(vm, base + addr, 4096)
         assert exc.value.errno == errno.EIO
         with pytest.raises(OSError) as exc:  # the old file's pages went too
             os.pread(fd, 4096, base + addr)
@@ -245,10 +224,8 @@ def test_an_image_changed_under_the_mount_is_never_served_from_the_cache(faulty_
     """The kernel's copy of a page goes when the image changes: at the next open, or within half a second."""
     d, old = faulty_machine
     m = mounter(d / "m.toml")
-    vm = m.path("vmcore")
-    base = load_offset(vm)
     addr = 37 * MIB
-    fd = os.open(vm, os.O_RDONLY)
+    vm, base, fd = open_vmcore(m)
     try:
         assert os.pread(fd, 4096, base + addr) == old[addr:addr + 4096]
         new = bytes(255 - i % 256 for i in range(4096))
@@ -260,7 +237,7 @@ def test_an_image_changed_under_the_mount_is_never_served_from_the_cache(faulty_
         # a new open: the cached page is gone, and the changed image gives EIO
         # (its bytes are no longer the dump's), neither the old bytes nor the new
         with pytest.raises(OSError) as exc:
-            pread_fresh(vm, 4096, base + addr)
+            read_at(vm, base + addr, 4096)
         assert exc.value.errno == errno.EIO
         # the file held open: its pages go within half a second (a loaded machine may take longer)
         deadline = time.monotonic() + 30

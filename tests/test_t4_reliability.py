@@ -149,17 +149,19 @@ def file(name: str):
 
 
 def desc(top: str = "", store: str = "", hsa: str | None = "", *, files: dict | None = None,
-         memory: str = "{ start = 0, size = 0x100000 }", store_type: str = "zero"):
+         memory: str | None = "{ start = 0, size = 0x100000 }", store_type: str = "zero"):
     """
     A stand-alone machine of 1 MiB (a zero store) with *top*, *store* and
     *hsa* (None: no [hsa] table) added; *files* are written next to it.
+    *memory* None: no ``memory`` (a ``memory_map`` in *top* instead).
     """
     def build(d: Path) -> Path:
         for name, content in (files or {}).items():
             (d / name).write_text(content)
         path = d / "bad.toml"
         hsa_table = "" if hsa is None else f"[hsa]\nsize = 0x10000\n{hsa}\n"
-        path.write_text(f"format = 1\n{top}\nmemory = [{memory}]\n[store]\ntype = \"{store_type}\"\n{store}\n"
+        memory_line = "" if memory is None else f"memory = [{memory}]\n"
+        path.write_text(f"format = 1\n{top}\n{memory_line}[store]\ntype = \"{store_type}\"\n{store}\n"
                         f"{hsa_table}{ZERO_CPU}")
         return path
     return build
@@ -188,11 +190,13 @@ def symlink_loop(d: Path) -> Path:
 _small_core: list[bytes] = []
 
 
-def elf_core(**fields):
+def elf_core(cut: int | None = None, **fields):
     """
     A valid 1 MiB s390x ELF core (vmcorefs' own /vmcore of a small machine)
-    with header fields changed: ``e_phoff``, or ``load_<field>`` of its one
-    PT_LOAD (``load_p_paddr``, ``load_p_memsz``).
+    with header fields changed: ``e_phoff``, ``e_phnum``, ``e_shoff``,
+    ``load_<field>`` of its one PT_LOAD (``load_p_paddr``, ``load_p_memsz``),
+    ``note_p_filesz`` of its PT_NOTE (a negative value: that much less); and
+    cut to *cut* bytes.
     """
     def build(d: Path) -> Path:
         if not _small_core:
@@ -201,12 +205,18 @@ def elf_core(**fields):
             _small_core.append((d / "small.elf").read_bytes())
         data = bytearray(_small_core[0])
         phoff, phnum = struct.unpack_from(">Q", data, 32)[0], struct.unpack_from(">H", data, 56)[0]
-        load = next(phoff + 56 * i for i in range(phnum) if struct.unpack_from(">I", data, phoff + 56 * i)[0] == 1)
-        offsets = {"e_phoff": 32, "load_p_vaddr": load + 16, "load_p_paddr": load + 24, "load_p_memsz": load + 40}
+        types = [struct.unpack_from(">I", data, phoff + 56 * i)[0] for i in range(phnum)]
+        load, note = phoff + 56 * types.index(1), phoff + 56 * types.index(4)
+        offsets = {"e_phoff": (32, "Q"), "e_shoff": (40, "Q"), "e_phnum": (56, "H"), "load_p_vaddr": (load + 16, "Q"),
+                   "load_p_paddr": (load + 24, "Q"), "load_p_memsz": (load + 40, "Q"),
+                   "note_p_filesz": (note + 32, "Q")}
         for key, value in fields.items():
-            struct.pack_into(">Q", data, offsets[key], value)
+            at, fmt = offsets[key]
+            if value < 0:
+                value += struct.unpack_from(">" + fmt, data, at)[0]
+            struct.pack_into(">" + fmt, data, at, value)
         path = d / "bad.elf"
-        path.write_bytes(bytes(data))
+        path.write_bytes(bytes(data[:cut]))
         return path
     return build
 
@@ -261,6 +271,11 @@ CORPUS = [
     ("zero-store-beyond-4-eib", desc(memory="{ start = 0, size = 0xfffffffffff00000 }"),
      "more than a dump file can hold"),
     ("elf-phoff-huge", elf_core(e_phoff=0xffffffffffff0000), "truncated: the program headers at 0xffffffffffff0000"),
+    # issue 17: ELF inputs read with pyelftools, damaged where it would read on or raise
+    ("elf-phdrs-truncated", elf_core(cut=64 + 56 + 20), "truncated: the program headers at 0x40+0x70"),
+    ("elf-note-past-segment", elf_core(note_p_filesz=-8), "truncated note at"),
+    ("elf-pn-xnum-no-section-header", elf_core(e_phnum=0xFFFF, e_shoff=0),
+     "e_phnum is PN_XNUM but there is no section header"),
     ("elf-memsz-huge", elf_core(load_p_memsz=0x7ffffffffffff000), "more than a dump file can hold"),
     ("elf-load-beyond-2-64", elf_core(load_p_paddr=0xfffffffffff00000, load_p_vaddr=0xfffffffffff00000,
                                       load_p_memsz=0x200000), "ends beyond 2^64"),
@@ -277,6 +292,10 @@ CORPUS = [
      "store fault file /dev/zero is a character device, not a regular file"),
     ("dev-zero-hsa-faults-file", desc(hsa="faults_file = \"/dev/zero\""),
      "fault file /dev/zero is a character device, not a regular file"),
+    ("fifo-memory-map", with_fifo(desc(top='memory_map = "fifo"', memory=None)),
+     "memory map file /"),
+    ("dev-zero-memory-map", desc(top='memory_map = "/dev/zero"', memory=None),
+     "memory map file /dev/zero is a character device, not a regular file"),
     ("symlink-loop-source", symlink_loop, "too many levels of symbolic links"),
     # issue 12: fault files are checked as descriptions are
     ("store-fault-address-bool", desc(store="faults_file = \"f.toml\"",

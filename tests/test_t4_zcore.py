@@ -23,7 +23,7 @@ import time
 import pytest
 import trio
 
-from conftest import mount_options, run_vmcorefs, sha256_file
+from conftest import mount_options, read_at, run_vmcorefs, sha256_file
 from reference import (MAGIC, TOD_EPOCH, RT_HSA, RT_PREFIXES, RT_SIZE, lay_save_areas,
                        make_image, pack_save_area, parse_header, regs, small_dump, write_description)
 from vmcorefs.demo import demo_cpu_regs, demo_words
@@ -34,6 +34,7 @@ HDR = 0x1000  # the s390 dump header (reference.HDR)
 DEMO_END = 640 * MIB
 DEMO_HOLE = (256 * MIB, 384 * MIB)
 DEMO_PREFIXES = [0x20000, 0x22000, 0x24000, 0x26000]
+DEMO_MCESA = [0x28000, 0x28400, 0x28800, 0x28C00]  # what each demo lowcore holds at 0x11B0
 DEMO_HSA = 32 * MIB
 
 
@@ -53,20 +54,30 @@ def demo_expected(address: int, length: int) -> bytes:
             n = min(end, DEMO_HOLE[0] if pos < DEMO_HOLE[0] else DEMO_END) - pos
             buf += demo_words(pos, n)
         pos += n
+    for prefix, mcesa in zip(DEMO_PREFIXES, DEMO_MCESA):
+        lay(buf, address, prefix + 0x11B0, struct.pack(">Q", mcesa))
     lay_save_areas(buf, address, [(DEMO_PREFIXES[i], pack_save_area(demo_cpu_regs(i))) for i in range(4)])
+    for i, mcesa in enumerate(DEMO_MCESA):
+        lay(buf, address, mcesa, demo_vx(i))
     return bytes(buf)
 
 
+def lay(buf: bytearray, base: int, address: int, data: bytes) -> None:
+    """Put *data* at *address* into *buf*, which holds memory from *base* (the part that falls in it)."""
+    lo, hi = max(address, base), min(address + len(data), base + len(buf))
+    if lo < hi:
+        buf[lo - base:hi - base] = data[lo - address:hi - address]
 
 
-
-
-def read_at(path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
+def demo_vx(i: int) -> bytes:
+    """
+    Demo CPU *i*'s V0..V31 as the s390 dump format stores them (16 bytes
+    each): V0..V15 its FPRs with ``i << 8 | n`` to their right, V16..V31
+    ``(0xF0 + i) << 120 | n`` (the rule the demo documents).
+    """
+    fprs = demo_cpu_regs(i)["fprs"]
+    return b"".join(struct.pack(">QQ", fprs[n], i << 8 | n) for n in range(16)) + \
+        b"".join(struct.pack(">QQ", (0xF0 + i) << 56, n) for n in range(16, 32))
 
 
 def hash_range(path, offset: int, length: int, chunk: int = 4 * MIB) -> str:
@@ -128,6 +139,9 @@ def test_demo_zcore_header_and_memory(mounter):
         assert read_at(mem, HDR + prefix + 0x1200, 512) == pack_save_area(demo_cpu_regs(i))
         assert read_at(mem, HDR + prefix + 0x11F8, 8) == demo_words(prefix + 0x11F8, 8)
         assert read_at(mem, HDR + prefix + 0x1400, 8) == demo_words(prefix + 0x1400, 8)
+        # the vector registers where the lowcore's 0x11B0 points (zgetdump's place), over stale memory
+        assert read_at(mem, HDR + prefix + 0x11B0, 8) == struct.pack(">Q", DEMO_MCESA[i])
+        assert read_at(mem, HDR + DEMO_MCESA[i], 512) == demo_vx(i)
     # sample pages across memory, both sides of the hole and the end
     rng = random.Random(7)
     samples = [DEMO_HOLE[0] - 4096, DEMO_HOLE[0], DEMO_HOLE[1] - 4096, DEMO_HOLE[1], DEMO_END - 4096]

@@ -22,12 +22,12 @@ import subprocess
 import pytest
 
 from conftest import FIXTURES, run_vmcorefs, sha256_file, unpack_fixture
+from reference import NT_S390_VXRS_HIGH as NT_VXRS_HIGH, NT_S390_VXRS_LOW as NT_VXRS_LOW, vxrs_notes
 
 NAME = "guest-kdump-vx"
 VMCORE_SHA256 = "d13a52120a22923a62516df93b80a6e1f32099ad2be89fc5f2c34474ce555f5e"  # proc-vmcore.elf
 VMCORE_SIZE = 369111040
 ROLES = {0: 0x53, 1: 0x43}  # CPU 0: the spinner ('S'); CPU 1: the crashing task ('C')
-NT_VXRS_LOW, NT_VXRS_HIGH = 0x309, 0x30A
 
 
 def pattern(cpu: int, reg: int, half: int) -> int:
@@ -38,25 +38,6 @@ def pattern(cpu: int, reg: int, half: int) -> int:
 @pytest.fixture(scope="module")
 def ram():
     return unpack_fixture(NAME, "ram.raw")
-
-
-def vxrs_notes(path) -> list[dict[int, bytes]]:
-    """Return, per CPU (NT_PRSTATUS) in note order, its VXRS_LOW/HIGH descriptors, read with pyelftools."""
-    from elftools.elf.elffile import ELFFile
-    cpus: list[dict[int, bytes]] = []
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments():
-            if seg["p_type"] != "PT_NOTE":
-                continue
-            for n in seg.iter_notes():
-                if n["n_type"] == "NT_PRSTATUS":
-                    cpus.append({})
-                elif n["n_name"] == "LINUX" and n["n_descsz"] in (128, 256) and cpus:
-                    desc = n["n_desc"] if isinstance(n["n_desc"], bytes) else bytes(n["n_desc"], "latin-1")
-                    ntype = n["n_type"] if isinstance(n["n_type"], int) else \
-                        {"NT_S390_VXRS_LOW": NT_VXRS_LOW, "NT_S390_VXRS_HIGH": NT_VXRS_HIGH}.get(n["n_type"])
-                    cpus[-1][ntype] = desc
-    return cpus
 
 
 def assert_patterns(path) -> None:
@@ -106,6 +87,42 @@ def test_readelf_shows_the_patterns(ram, mounter):
                          check=True).stdout
     assert out == (FIXTURES / NAME / "readelf-n.txt").read_text(), \
         "readelf -n of /vmcore differs from the fixture's readelf-n.txt"
+    m.unmount()
+
+
+# fixture README: each CPU's lowcore (prefix), and where its lowcore's 0x11B0 points (old addresses)
+LOWCORES = {0: (0x1082000, 0x10AC000), 1: (0x1084000, 0x10AC400)}
+OLD_LOW = (0xA000000, 0x16000000)  # old A below 0xa000000 is at ram.raw offset A + 0x16000000 (kdump swap)
+
+
+def test_zcore_mem_holds_them_where_zgetdump_looks(ram, mounter):
+    """
+    /zcore/mem puts each CPU's vector registers where its lowcore's 0x11B0
+    points, as zgetdump's s390 writer does: here the crashed kernel had
+    stored them there already, so the bytes are the memory's own. Mounted
+    again as SOURCE, /zcore/mem gives the kernel's /proc/vmcore byte for
+    byte, its VXRS notes read back from there (zgetdump's s390 reader).
+    """
+    m = mounter(ram)
+    mem = m.path("zcore/mem")
+    with open(mem, "rb") as f, open(ram, "rb") as r:
+        for cpu, (lowcore, vx_sa) in LOWCORES.items():
+            f.seek(0x1000 + lowcore + 0x11B0)
+            assert f.read(8) == struct.pack(">Q", vx_sa)
+            f.seek(0x1000 + vx_sa)
+            data = f.read(512)
+            r.seek(vx_sa + (OLD_LOW[1] if vx_sa < OLD_LOW[0] else 0))
+            assert data == r.read(512), f"CPU {cpu}: /zcore/mem at {vx_sa:#x} is not the memory there"
+            assert list(struct.unpack(">64Q", data)) == [pattern(cpu, n, h) for n in range(32) for h in (0, 1)]
+    b = mounter(mem)
+    summary = b.path("meminfo/summary").read_text()
+    assert "environment: file" in summary and "mode: kdump" in summary
+    assert "vector registers: yes, from the vector save areas of the dump file" in summary, summary
+    assert_kernels_vmcore(b.path("vmcore"))
+    assert_patterns(b.path("vmcore"))
+    assert "vector_registers: from the vector save areas of the dump file at 0x10ac400 (lowcore 0x1084000 + " \
+           "0x11b0)" in b.path("meminfo/cpus/cpu1").read_text()
+    b.unmount()
     m.unmount()
 
 

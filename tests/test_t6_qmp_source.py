@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_fuse, run_vmcorefs, sha256_file
-from guest import GUEST, QEMU, GuestError, Qmp, RunningGuest, require_guest, tools_missing
+from guest import GUEST, QEMU, GuestError, RunningGuest, qmp_connect, require_guest, tools_missing
 from reference import note_desc, phdrs, raw_notes
 
 PT_LOAD, PT_NOTE = 1, 4
@@ -228,7 +228,7 @@ def test_kdump_guest_running_stopped_resumed_and_captured(tmp_path, mnt):
         assert rep["crashed"] == "panic_cpu is not set"  # it runs: nothing panicked
 
         # someone resumes it: every read fails from then on (the summary says why)
-        g.qmp.cmd("cont")
+        g.qmp.command("cont")
         read_fails_with_eio(mnt / "vmcore")
         read_fails_with_eio(mnt / "meminfo" / "cpus" / "cpu0")
         assert "READS FAIL: the guest was resumed" in (mnt / "meminfo" / "summary").read_text()
@@ -373,14 +373,14 @@ def test_guest_ram_vmcorefs_cannot_read(tmp_path, mnt, memory, words):
            *[a.format(ram=ram) for a in memory], "-qmp", f"unix:{sockdir}/v.sock,server=on,wait=off"]
     qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        qmp = Qmp(sockdir / "v.sock", qemu)
+        qmp = qmp_connect(sockdir / "v.sock", qemu)
         qmp.close()
         if "RAM file" in words:
             ram.unlink()
         one_line_error(mount_bg(f"qmp:{sockdir}/v.sock", mnt), *words)
         assert not os.path.ismount(mnt)
-        qmp = Qmp(sockdir / "v.sock", qemu, timeout=10)  # vmcorefs let go of the monitor
-        assert qmp.cmd("query-status")["status"] == "prelaunch"
+        qmp = qmp_connect(sockdir / "v.sock", qemu, timeout=10)  # vmcorefs let go of the monitor
+        assert qmp.command("query-status")["status"] == "prelaunch"
         qmp.close()
     finally:
         qemu.kill()

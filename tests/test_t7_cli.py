@@ -117,3 +117,10 @@ def test_info_of_the_kdump_fixture(tmp_path):
     assert re.search(r"0x0000000034000000  0x000000003fffffff  192 MiB  no: crashkernel", out)
     assert re.search(r"^  0 +boot +0x00d62000 +0400c00180000000 0000000000110358 +#1$", out, re.M)
     assert re.search(r"^  1 +0x00d64000 +0400c00180000000 0000000000112a26 +#2$", out, re.M)
+
+
+def test_the_command_knows_the_modes_the_dump_decides_between():
+    """cli spells dump.MODES once, for a --help that imports no trio: the same names, in the same order."""
+    from vmcorefs import cli, dump
+    assert cli.MODES == dump.MODES
+    assert "--mode {auto,kdump,standalone}" in run_vmcorefs("info", "--help").stdout

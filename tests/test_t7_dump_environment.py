@@ -180,6 +180,32 @@ def test_dump_script_runs_again_after_a_killed_run(tmp_path):
         subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 
+def test_dump_script_starts_a_damaged_partial_dump_over(tmp_path):
+    """
+    A partial dump whose state file is damaged: the save exits 4 (it
+    cannot be resumed, nothing was written) and the script starts that
+    dump over with --restart, to the right file, instead of failing at
+    every boot.
+    """
+    require_fuse()
+    desc, crash = small_machine(tmp_path), tmp_path / "crash"
+    old = crash / "vmcore-20000101-000000.elf"
+    crash.mkdir()
+    run_vmcorefs("save", desc, old, "--chunk-size", "1M", "--stop-after", "3M", check=False)
+    state = Path(f"{old}.vmcorefs-partial")
+    state.write_text(state.read_text().replace("\nchunk ", "\nchunk x", 1))  # damaged, its "done" lines intact
+    res = run_vmcorefs("save", desc, old, check=False)
+    assert res.returncode == 4 and "damaged" in res.stderr, res.stderr
+    (tmp_path / "cmdline").write_text("")
+    res = subprocess.run(["sh", str(REPO / "contrib" / "vmcorefs-dump.sh")], env=_dump_script_env(tmp_path, desc),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "damaged" in res.stderr and "starting it over (--restart)" in res.stderr
+    assert old.read_bytes() == vmcore_bytes(str(desc)) and not state.exists()
+    assert sorted(p.name for p in crash.glob("vmcore-*.elf")) == [old.name]
+    subprocess.run(["sha256sum", "--quiet", "-c", old.name + ".sha256"], cwd=crash, check=True)
+
+
 def test_dump_script_stops_the_save_on_sigterm(tmp_path):
     """
     SIGTERM to the script alone (what systemd's KillMode=mixed sends): the

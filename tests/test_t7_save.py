@@ -140,8 +140,8 @@ def test_kernel_copy_falls_back(tmp_path, monkeypatch, works):
     fd = os.open(src, os.O_RDONLY)
     try:
         # the second half first, then the first: positions must not be assumed
-        assert save_mod._copy_region(fd, 1536 * 1024, out, 2 * MIB + 1536 * 1024, 1536 * 1024) == MIB
-        assert save_mod._copy_region(fd, 0, out, 2 * MIB, 1536 * 1024) == MIB  # holes are skipped
+        assert save_mod.copy_region(fd, 1536 * 1024, out, 2 * MIB + 1536 * 1024, 1536 * 1024) == MIB
+        assert save_mod.copy_region(fd, 0, out, 2 * MIB, 1536 * 1024) == MIB  # holes are skipped
     finally:
         os.close(fd)
         out.extend(5 * MIB)
@@ -247,6 +247,42 @@ def test_a_partial_file_of_another_dump_is_refused(tmp_path):
     assert out.read_bytes() == vmcore_bytes(str(b))
 
 
+def test_a_partial_file_that_cannot_be_resumed_exits_4(tmp_path):
+    """
+    Every refusal to resume exits with status 4 (what vmcorefs-dump.sh
+    starts over on), having written nothing: a damaged state file, a
+    partial file of another dump or size, a source that changed. Other
+    failures stay 1; --restart starts over even from a damaged state file.
+    """
+    from vmcorefs.save import EXIT_NOT_RESUMABLE
+    assert EXIT_NOT_RESUMABLE == 4
+    a = small_machine(tmp_path, "a", seed=1)
+    b = small_machine(tmp_path, "b", seed=2)  # same size, other contents
+    out = tmp_path / "dump.elf"
+    state = Path(str(out) + ".vmcorefs-partial")
+    assert run_vmcorefs("save", a, out, "--chunk-size", "1M", "--stop-after", "3M", check=False).returncode == 3
+    written, recorded = out.read_bytes(), state.read_bytes()
+
+    def refused(*args: object) -> None:
+        res = run_vmcorefs("save", *args, out, check=False)
+        one_line_error(res, "--restart")
+        assert res.returncode == 4, res.stderr
+        assert out.read_bytes() == written and state.read_bytes() == recorded  # nothing written or dropped
+    refused(b)  # another dump
+    refused("demo")  # another size
+    os.utime(tmp_path / "a.raw", ns=(0, 0))  # the source changed since the save began
+    refused(a)
+    for damaged in (b"garbage\n", recorded.replace(b"\nsize ", b"\nsize x"), b"\xff\xfe\n"):
+        state.write_bytes(damaged)
+        recorded = damaged
+        refused(a)
+    res = run_vmcorefs("save", a, tmp_path / "a.raw", "--force", check=False)  # not about a partial file
+    one_line_error(res, "read from")
+    assert res.returncode == 1
+    run_vmcorefs("save", a, out, "--restart")
+    assert out.read_bytes() == vmcore_bytes(str(a)) and not state.exists()
+
+
 def test_save_refuses_to_overwrite_its_source(tmp_path):
     desc = small_machine(tmp_path)
     one_line_error(run_vmcorefs("save", desc, tmp_path / "m.raw", "--force", check=False), "read from")
@@ -321,7 +357,7 @@ def test_state_records_only_chunks_that_reached_the_disk(tmp_path, monkeypatch, 
     def sync(fd):
         seen.append(recorded())  # what the state holds when the sync starts
         real_sync(fd)
-    monkeypatch.setattr(save_mod, "SYNC_CHUNKS", 3, raising=False)  # batches of 3 chunks
+    monkeypatch.setattr(save_mod.Saver, "SYNC_CHUNKS", 3)  # batches of 3 chunks
     monkeypatch.setattr(os, "fdatasync", sync)
     assert save_mod.save(str(desc), str(out), chunk=MIB, stop_after=10 * MIB) == 3
     assert seen == [0, 3, 6, 9] and recorded() == 10  # the last one: the stop commits what was written
@@ -372,9 +408,9 @@ def test_sparse_save_cuts_the_file_only_where_a_chunk_ends_in_a_hole(tmp_path, m
 
 def test_store_pieces_knows_dump_and_elf_stores_by_class(tmp_path):
     """--no-sha256's kernel copy finds the file regions of s390 dump files and ELF cores, subclasses too."""
-    from vmcorefs.save import _store_pieces
     from vmcorefs.sources.elfcore import ElfMemoryStore
     from vmcorefs.sources.s390dump import DumpFileStore
+    from vmcorefs.stores import FileRegion, Zeros
 
     class Dump(DumpFileStore):
         pass
@@ -386,9 +422,9 @@ def test_store_pieces_knows_dump_and_elf_stores_by_class(tmp_path):
     d = Dump(str(img), 2 * MIB)
     e = Elf(str(img), [dict(p_paddr=0, p_memsz=3 * MIB, p_offset=0x1000, p_filesz=2 * MIB)])
     try:
-        assert _store_pieces(d, PAGE, 2 * PAGE) == [("copy", d.file.fd, 0x1000 + PAGE, 2 * PAGE)]
-        assert _store_pieces(e, 2 * MIB - PAGE, 2 * PAGE) == [("copy", e.file.fd, 0x1000 + 2 * MIB - PAGE, PAGE),
-                                                               ("zero", 0, 0, PAGE)]
+        assert d.pieces(PAGE, 2 * PAGE) == [FileRegion(d.file.fd, 0x1000 + PAGE, 2 * PAGE)]
+        assert e.pieces(2 * MIB - PAGE, 2 * PAGE) == [FileRegion(e.file.fd, 0x1000 + 2 * MIB - PAGE, PAGE),
+                                                      Zeros(PAGE)]
     finally:
         d.close()
         e.close()

@@ -37,6 +37,10 @@ __all__ = ("main",)
 
 log = logging.getLogger("vmcorefs")
 
+# dump.MODES: importing vmcorefs.dump (and trio) costs most of a second, too much for every --help;
+# tests/test_t7_cli.py checks that the two are the same
+MODES = ("auto", "kdump", "standalone")
+
 EPILOG = """\
 examples:
   vmcorefs demo /mnt/dump                    mount the built-in demo machine
@@ -97,7 +101,7 @@ def _mount_options(values: list[str] | None) -> dict:
                 continue  # vmcorefs is always read-only; x-systemd.* and comments are for others
             elif item == "allow_root" or key in ("max_read", "fsname"):
                 opts["fuse"].append(item)
-            elif key == "mode" and arg in ("auto", "kdump", "standalone"):
+            elif key == "mode" and arg in MODES:
                 opts["mode"] = arg
             elif key == "log" and arg:
                 opts["log"] = arg
@@ -231,6 +235,16 @@ SOURCE_HELP = ("a machine description (.toml, see 'vmcorefs emulate'), 'demo' (t
                "whose RAM is in a shared memory-backend-file: read in place, the guest stopped meanwhile)")
 
 
+SAVE_EXIT_STATUS = """\
+exit status: 0 saved; 1 an error (the message says what to do next); 3
+stopped by --stop-after, 128+N stopped by signal N (130 SIGINT, 143 SIGTERM):
+run the same command again to resume; 4 the partial OUT cannot be resumed
+(its state file is damaged, it is of another dump, or the source changed):
+nothing was written, --restart starts over.
+
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vmcorefs",
@@ -248,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     def mount_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
         sp.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground (Ctrl-C unmounts)")
-        sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
+        sp.add_argument("--mode", choices=MODES, default="auto",
                         help="auto: kdump if a valid kdump setup exists, else stand-alone (default)")
         sp.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
                         help="comma-separated: allow_other (let every user read the dump), allow_root, "
@@ -305,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=_examples("vmcorefs info demo", "vmcorefs info machine.toml --mode standalone"),
                         formatter_class=raw)
     sp.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default="auto",
+    sp.add_argument("--mode", choices=MODES, default="auto",
                     help="the dump to describe (default auto: kdump if a valid kdump setup exists)")
     sp.set_defaults(func=cmd_info)
 
@@ -318,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "end. An interrupted save (Ctrl-C, kill, a full disk) leaves OUT.vmcorefs-partial: "
                     "the same command resumes it after verifying what was written; a partial file that "
                     "does not verify is never continued.",
-        epilog=_examples("vmcorefs save /mnt/dump /var/crash/dump.elf --sha256-file",
+        epilog=SAVE_EXIT_STATUS + _examples("vmcorefs save /mnt/dump /var/crash/dump.elf --sha256-file",
                          "vmcorefs save machine.toml dump.elf          # no mount needed",
                          "vmcorefs save /proc/vmcore /dev/sdb --force  # a whole device",
                          "vmcorefs save demo - | ssh host 'cat > dump.elf'",
@@ -336,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="discard the partial save of OUT and start over")
     sp.add_argument("--state", metavar="FILE",
                     help="resume state file (default OUT.vmcorefs-partial; give one to resume a block device)")
-    sp.add_argument("--mode", choices=("auto", "kdump", "standalone"), default=None,
+    sp.add_argument("--mode", choices=MODES, default=None,
                     help="for a machine SOURCE: which dump to save (default auto)")
     sp.add_argument("--verify", action="store_true", help="read OUT back at the end and compare the SHA-256")
     sp.add_argument("--no-sparse", action="store_true", help="write zero pages too (no holes)")
@@ -420,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vmcorefs: {exc}", file=sys.stderr)
-        return 2 if args.command == "check" else 1
+        return 2 if args.command == "check" else exc.exit_status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -10,28 +10,149 @@ facility, dumped stand-alone (32 MiB HSA). Every aligned 8-byte word of its
 memory holds ``DEMO_TAG | address`` ("MEM" and the address), except for
 what a kernel would have put there: the lowcore pointers, an os_info page
 (no crashkernel, so the decision is a stand-alone dump), a VMCOREINFO note
-and a re-IPL block.
+and a re-IPL block, and in each CPU's lowcore at 0x11B0 the address of its
+machine-check extended save area (``DEMO_MCESA`` + 1 KiB per CPU, 1 KiB
+aligned, the page after the lowcores), where ``/zcore/mem`` puts its vector
+registers as zgetdump does. What memory holds there is stale, as on a real
+machine: the demo pattern, which no VXRS note comes from (a stand-alone
+dump takes them from SIGP STORE ADDITIONAL STATUS). That memory is made as
+it is read (:func:`address_words`, a 1 MiB block at a time), never stored.
 """
 
 from __future__ import annotations
 
-from .layouts import (OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE, VX_SAVE_AREA, cksm,
-                      note)
+import functools
+import struct
+from array import array
+
+from .layouts import (LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE,
+                      VX_SAVE_AREA, cksm, note)
 from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
-from .stores import BytesStore, GeneratedStore, OverlayStore, Store, address_words
+from .stores import BytesStore, GeneratedStore, OverlayStore, Store
 
-__all__ = ("DEMO_TAG", "demo_doc", "demo_machine", "demo_store", "demo_words")
+__all__ = ("DEMO_MCESA", "DEMO_TAG", "address_words", "demo_doc", "demo_machine", "demo_store", "demo_words")
 
 DEMO_TAG = 0x4D454D0000000000  # "MEM\0" in the top bytes
 MIB = 1 << 20
 DEMO_MEMORY = [(0, 256 * MIB), (384 * MIB, 256 * MIB)]  # (start, size)
 DEMO_CPUS = 4
 DEMO_PREFIXES = [0x20000, 0x22000, 0x24000, 0x26000]
+DEMO_MCESA = 0x28000  # CPU i's machine-check extended save area at DEMO_MCESA + i * 0x400 (its lowcore's 0x11B0)
 OS_INFO_ADDR = 0x4000
 VMCOREINFO_NOTE_ADDR = 0x6000
 REIPL_ADDR = 0x8000
 DEMO_RELEASE = "6.1.0-vmcorefs-demo"
+
+
+_BLOCK = 1 << 20
+_offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
+
+
+def _block_offsets() -> bytes:
+    global _offsets_block
+    if _offsets_block is None:
+        words = array("Q", range(0, _BLOCK, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        _offsets_block = words.tobytes()
+    return _offsets_block
+
+
+@functools.lru_cache(maxsize=4)
+def _tag_template(top: int) -> bytes:
+    """The 1 MiB block of words ``(top << 40) | 8k``: the offsets with bytes 0-2 of each word set."""
+    data = bytearray(_block_offsets())
+    tb = (top << 40).to_bytes(8, "big")
+    n = _BLOCK // 8
+    for k in range(3):
+        if tb[k]:
+            data[k::8] = tb[k:k + 1] * n
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=16)
+def _nibble_template(top: int, nibble: int) -> bytes:
+    """:func:`_tag_template` with the high half of byte 5 of every word set to *nibble* (address bits 20-23)."""
+    data = bytearray(_tag_template(top))
+    if nibble:
+        table = bytes(x | nibble << 4 for x in range(256))
+        data[5::8] = _block_offsets()[5::8].translate(table)
+    return bytes(data)
+
+
+@functools.lru_cache(maxsize=4)
+def _tagged_block(high: int) -> bytes:
+    """
+    Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
+    low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
+    (bits 0-19), *high* bytes 0-5. Bytes 0-2 and the high half of byte 5
+    come with a template made once (per tag and 1 MiB block modulo 16 MiB),
+    bytes 3-4 are set with one strided slice assignment each (none in the
+    first 16 MiB of a 4 GiB range).
+    """
+    hb = high.to_bytes(8, "big")
+    template = _nibble_template(high >> 40, hb[5] >> 4)
+    if not hb[3] and not hb[4]:
+        return template
+    data = bytearray(template)
+    n = _BLOCK // 8
+    for k in (3, 4):
+        if hb[k]:
+            data[k::8] = hb[k:k + 1] * n
+    return bytes(data)
+
+
+def _tagged_range(tag: int, start: int, end: int) -> bytes:
+    """
+    Return the words ``tag | a`` of the aligned range [*start*, *end*) as
+    :func:`_tagged_block` makes them, each block's part copied once from its
+    template into one buffer (a read that is not block aligned, as the 1 MiB
+    requests for /vmcore are, costs no more than an aligned one).
+    """
+    out = bytearray(end - start)
+    pos = start
+    while pos < end:
+        block = pos - pos % _BLOCK
+        stop = min(end, block + _BLOCK)
+        hb = (tag | block).to_bytes(8, "big")
+        at, n = pos - start, stop - pos
+        out[at:at + n] = memoryview(_nibble_template((tag | block) >> 40, hb[5] >> 4))[pos - block:stop - block]
+        for k in (3, 4):
+            if hb[k]:
+                out[at + k:at + n:8] = hb[k:k + 1] * (n // 8)
+        pos = stop
+    return bytes(out)
+
+
+def address_words(address: int, length: int, tag: int = 0) -> bytes:
+    """
+    Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
+
+    *address* and *length* need not be aligned: the words are generated for
+    the enclosing aligned range and cut.
+    """
+    start = address & ~7
+    end = (address + length + 7) & ~7
+    low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
+    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
+        # the tag's bits lie above every address and every offset in a 1 MiB
+        # block: a word is (tag | block) | offset, a whole block at a time
+        data = _tagged_block(tag | start) if start % _BLOCK == 0 and end - start == _BLOCK else \
+            _tagged_range(tag, start, end)
+    elif end <= low:  # XOR is addition
+        words = array("Q", range(start + tag, end + tag, 8))
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
+    else:
+        words = array("Q", [a ^ tag for a in range(start, end, 8)])
+        if struct.pack("=H", 1) != struct.pack(">H", 1):
+            words.byteswap()
+        data = words.tobytes()
+    if address == start and length == len(data):
+        return data
+    return data[address - start:address - start + length]
 
 
 def demo_words(address: int, length: int) -> bytes:
@@ -75,23 +196,22 @@ def _patches() -> list[tuple[int, bytes]]:
         (REIPL_ADDR, len(reipl), cksm(reipl)),
     ]
     page = bytearray(PAGE_SIZE)
-    page[:OS_INFO.size] = OS_INFO.pack(magic=OS_INFO_MAGIC, version_major=1, version_minor=1)
+    header = dict(magic=OS_INFO_MAGIC, version_major=1, version_minor=1)
+    page[:OS_INFO.size] = OS_INFO.pack(**header)
     for i, (addr, size, csum) in enumerate(entries):
         off = OS_INFO_ENTRIES_OFFSET + i * OS_INFO_ENTRY.size
         page[off:off + OS_INFO_ENTRY.size] = OS_INFO_ENTRY.pack(addr=addr, size=size, csum=csum)
-    page[8:12] = cksm(bytes(page[0x0C:])).to_bytes(4, "big")
-    lowcore = bytearray(0x20)
-    lowcore[0x00:0x08] = REIPL_ADDR.to_bytes(8, "big")
-    lowcore[0x08:0x0C] = cksm(reipl).to_bytes(4, "big")
-    lowcore[0x0C:0x14] = VMCOREINFO_NOTE_ADDR.to_bytes(8, "big")
-    lowcore[0x18:0x20] = OS_INFO_ADDR.to_bytes(8, "big")
+    csum_end = OS_INFO.offset("csum") + 4  # the checksum covers the page after itself
+    page[:OS_INFO.size] = OS_INFO.pack(**header, csum=cksm(bytes(page[csum_end:])))
+    lowcore = LOWCORE_DUMP_INFO.pack(ipib=REIPL_ADDR, ipib_checksum=cksm(reipl), vmcore_info=VMCOREINFO_NOTE_ADDR,
+                                     os_info=OS_INFO_ADDR)
     return [
-        (0xA3, b"\x01"),
-        (0xE00, bytes(lowcore)),
+        (LC.AR_MODE_ID, b"\x01"),
+        (LC.IPIB, lowcore),
         (OS_INFO_ADDR, bytes(page)),
         (VMCOREINFO_NOTE_ADDR, vinote),
         (REIPL_ADDR, reipl),
-    ]
+    ] + [(prefix + LC.MCESAD, (DEMO_MCESA + 0x400 * i).to_bytes(8, "big")) for i, prefix in enumerate(DEMO_PREFIXES)]
 
 
 def demo_store(size: int, seed: int = 0) -> Store:

@@ -25,9 +25,9 @@ from typing import Any
 
 from .errors import InputError
 from .files import read_small
-from .layouts import SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
+from .layouts import DEFAULT_HSA_SIZE, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes
 from .machine import Cpu, Machine, merge_ranges
-from .sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from .sclp import SdiasDevice, dump_ipl, reader_defaults
 from .stores import BytesStore, FaultyStore, OverlayStore, RawFileStore, Store, ZeroStore
 
 __all__ = ("FORMAT", "MEMORY_MAP_THRESHOLD", "cpus_from_json", "dump_toml", "load", "machine_from_doc",
@@ -37,6 +37,7 @@ FORMAT = 1
 STORE_TYPES = ("raw", "demo", "zero")
 
 MEMORY_MAP_THRESHOLD = 1000  # 'vmcorefs emulate' writes a memory_map file for more ranges than this
+MAX_MEMORY_MAP_FILE = 1 << 30  # 34 bytes a range as /zcore/memmap writes them: 30 million ranges
 _HEX_NUMBER = re.compile(r"[0-9a-fA-F]{1,16}")
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
@@ -150,10 +151,9 @@ def read_memory_map(path: str, where: str | None = None) -> list[tuple[int, int]
     """
     where = where or path
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read it: {exc.strerror}") from exc
+        data = read_small(path, "memory map file", limit=MAX_MEMORY_MAP_FILE)
+    except InputError as exc:
+        raise InputError(f"{where}: cannot read it: {exc}") from None
     ranges = _memory_map_fast(data)
     if ranges is not None:
         return ranges

@@ -32,10 +32,11 @@ from typing import Awaitable, Callable
 
 from .errors import InputError, MemoryReadError
 from .layouts import (LC, MCESA_ORIGIN_MASK, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE,
-                      tod_from_unix)
-from .machine import Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
+                      dump_vx_save_area, tod_from_unix)
+from .machine import Cpu, Machine, OldMemory, oldmem_from_parmarea, oldmem_plausible
 from .osinfo import Check, OsInfoReport, analyse
 from .sclp import HsaReader
+from .stores import Piece
 
 __all__ = ("CpuState", "Decision", "Dump", "MODES", "decide", "read_cpus")
 
@@ -53,6 +54,9 @@ class CpuState:
     :param vector_from: where the vector registers were read
     :param vector_missing: why the CPU's vector registers cannot be had (then
         *vector* is zeros, to keep the layout of the notes), or None
+    :param vx_save_area: where the s390 dump format puts the CPU's vector
+        registers (the address its lowcore holds at 0x11B0 in the memory the
+        dump shows, if zgetdump takes it: :func:`_vx_save_area`), or None
     """
 
     address: int
@@ -60,6 +64,7 @@ class CpuState:
     vector: bytes | None
     vector_from: str = ""
     vector_missing: str | None = None
+    vx_save_area: int | None = None
 
     @property
     def regs(self) -> dict:
@@ -213,15 +218,16 @@ async def read_cpus(machine: Machine, oldmem: OldMemory) -> list[CpuState]:
                 raise InputError(f"CPU {cpu.address} has no save area (what SIGP STORE STATUS would give)")
         state = CpuState(cpu.address, sa, None)
         if machine.vector and state.prefix:
-            state = await _with_vector(machine, oldmem, state, cpu.vector, boot=i == 0)
+            state = await _with_vector(machine, oldmem, state, cpu, boot=i == 0)
+            if state.vector_missing is None:
+                state = await _vx_save_area(oldmem, state)
         elif machine.vector:  # not dumped
             state = dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE))
         cpus.append(state)
     return cpus
 
 
-async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, given: bytes | None,
-                       boot: bool) -> CpuState:
+async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, cpu: Cpu, boot: bool) -> CpuState:
     """
     Return *state* with its vector registers:
 
@@ -231,15 +237,20 @@ async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, giv
       lowcore + 0x11B0 (``mcesad``, low 10 bits masked off): read there for
       the boot CPU, which now runs the capture kernel, and for any other CPU
       whose SIGP STORE ADDITIONAL STATUS the source does not hold (it gives
-      the same: a stopped CPU keeps its registers);
+      the same: a stopped CPU keeps its registers); in a dump file, for
+      every CPU (what the file holds was found through its lowcores as they
+      are, not behind the swap);
     - else as SIGP STORE ADDITIONAL STATUS, or the dump file, gives them. A
       stand-alone dump tool never reads them from memory: what is there is
-      stale (the last kdump or machine check).
+      stale (the last kdump or machine check). A dump file's are not stale:
+      the dump tool stored them when it wrote the file (an s390 dump file's
+      vector save areas, :mod:`vmcorefs.sources.s390dump`).
 
     Where they cannot be had, zeros keep the notes' layout and
     ``vector_missing`` says why.
     """
-    if oldmem.swap is not None and (boot or given is None):
+    given = cpu.vector
+    if oldmem.swap is not None and (boot or given is None or machine.environment == "file"):
         lowcore = state.prefix
         try:
             mcesad = int.from_bytes(await oldmem.read(lowcore + LC.MCESAD, 8), "big")
@@ -256,12 +267,31 @@ async def _with_vector(machine: Machine, oldmem: OldMemory, state: CpuState, giv
             f"the save areas the crashed kernel stored before kdump at {origin:#x} "
             f"(mcesad, lowcore {lowcore:#x} + {LC.MCESAD:#x})"))
     if given is not None:
-        return dataclasses.replace(state, vector=given, vector_from=(
-            "the dump file" if machine.environment == "file" else "SIGP STORE ADDITIONAL STATUS"))
-    why = ("the dump file holds none" if machine.environment == "file" else
+        what = cpu.vector_where or ("the dump file" if machine.environment == "file" else
+                                    "SIGP STORE ADDITIONAL STATUS")
+        return dataclasses.replace(state, vector=given, vector_from=what)
+    why = (f"the dump file holds none{': ' + cpu.vector_where if cpu.vector_where else ''}"
+           if machine.environment == "file" else
            "the source does not give what SIGP STORE ADDITIONAL STATUS returns, and a stand-alone dump "
            "never takes them from memory (a save area there is stale)")
     return dataclasses.replace(state, vector=bytes(VX_SAVE_AREA_SIZE), vector_missing=why)
+
+
+async def _vx_save_area(oldmem: OldMemory, state: CpuState) -> CpuState:
+    """
+    Return *state* with the address where the s390 dump format puts its
+    vector registers, as zgetdump's writer finds it (``zdump/dfo_s390.c``
+    ``add_cpu_to_dfo``): the u64 at 0x11B0 of the CPU's lowcore in the
+    memory the dump shows, if ``dfi_cpu_lc_has_vx_sa`` takes it (not 0, a
+    multiple of 1 KiB). Only the address is read here, never what is there.
+    """
+    try:
+        value = int.from_bytes(await oldmem.read(state.prefix + LC.MCESAD, 8), "big")
+    except MemoryReadError as exc:
+        log.info("CPU %d: cannot read its lowcore's %#x (%s): /zcore/mem holds no vector save area for it",
+                 state.address, LC.MCESAD, exc.reason)
+        return state
+    return dataclasses.replace(state, vx_save_area=dump_vx_save_area(value))
 
 
 class Dump:
@@ -351,6 +381,10 @@ class Dump:
     async def read(self, address: int, length: int) -> bytes:
         """Return old memory (the crashed kernel's) at *address*."""
         return await self.oldmem.read(address, length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """Return what backs old memory at *address* (:meth:`OldMemory.pieces`)."""
+        return self.oldmem.pieces(address, length)
 
     async def release_hsa(self) -> None:
         """

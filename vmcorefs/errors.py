@@ -15,6 +15,8 @@ __all__ = ("InputError", "MemoryReadError", "SclpError", "VmcorefsError")
 class VmcorefsError(Exception):
     """Base class of every error vmcorefs raises on purpose."""
 
+    exit_status = 1  # of the command it ends (``check`` has its own)
+
 
 class InputError(VmcorefsError):
     """A source, description or option is unusable; the message says why and what to do."""

@@ -46,7 +46,7 @@ import trio
 from .errors import InputError, MemoryReadError
 from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
-from .stores import FaultyStore, RawFileStore, Store
+from .stores import FaultyStore, Piece, RawFileStore, Read, Store, distinct
 
 __all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_LIVE", "KIND_MAKEDUMPFILE",
            "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
@@ -75,11 +75,15 @@ class Cpu:
     :param vector: the 512 bytes of vector registers V0..V31 (SIGP STORE
         ADDITIONAL STATUS), or None if the source does not hold them (in
         kdump they are then read where the crashed kernel stored them)
+    :param vector_where: where in the source *vector* was found, or why
+        the source holds none for this CPU (for reports); empty: the
+        source does not say
     """
 
     address: int
     save_area: bytes | None = None
     vector: bytes | None = None
+    vector_where: str = ""
 
     def __post_init__(self) -> None:
         if self.save_area is not None and len(self.save_area) != 512:
@@ -310,6 +314,10 @@ class Machine:
                     self._image_changes += 1
         return gen + self._image_changes
 
+    def files(self) -> list[RawFileStore]:
+        """Return the files (:class:`RawFileStore`) the machine's memory and its HSA are read from, each once."""
+        return distinct([*self.real.files(), *(self.sclp.hsa.files() if self.sclp is not None else ())])
+
     def close(self) -> None:
         self.real.close()
         if self.sclp is not None:
@@ -362,6 +370,23 @@ class OldMemory:
                 n = nxt - pos
                 out.append((pos, pos, n))
             pos += n
+        return out
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """
+        Return what backs old memory ``[address, address+length)`` (see
+        :meth:`Store.pieces`): the HSA only over SCLP (:class:`Read`), the
+        rest what the real memory's store says of the translated range.
+        """
+        out: list[Piece] = []
+        for _old, real, n in self.translate(address, length):
+            if real < self.hsa_size:
+                h = min(n, self.hsa_size - real)
+                out.append(Read(h))
+                real += h
+                n -= h
+            if n:
+                out += self.machine.real.pieces(real, n)
         return out
 
     THREAD_MIN = 32 << 10  # real memory reads at least this long run in a worker thread

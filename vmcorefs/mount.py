@@ -46,7 +46,6 @@ def inputs_text(source: str, machine: Machine) -> str:
     """
     import stat
 
-    from .stores import files_read
     lines = []
     if source != "demo":
         try:
@@ -55,7 +54,7 @@ def inputs_text(source: str, machine: Machine) -> str:
                           st.st_mtime_ns, source))
         except OSError:
             pass
-    for store in files_read(machine.real, machine.sclp.hsa if machine.sclp is not None else None):
+    for store in machine.files():
         dev, ino, size, mtime = store.identity
         rdev = os.fstat(store.fd).st_rdev if store.block and store.fd >= 0 else 0
         lines.append((dev, ino, rdev, size, mtime, store.path))

@@ -32,13 +32,11 @@ import os
 import trio
 
 from .errors import InputError, MemoryReadError, SclpError
-from .files import read_small
-from .layouts import DEFAULT_HSA_SIZE, PAGE_SIZE, SAVE_AREA_OFFSET
-from .files import WatchedFile
+from .files import WatchedFile, read_small
+from .layouts import PAGE_SIZE, SAVE_AREA_OFFSET
 from .stores import BytesStore, OverlayStore, PatternStore, SliceStore, Store
 
 __all__ = (
-    "DEFAULT_HSA_SIZE",
     "dump_ipl",
     "EVSTATE_ALL_STORED",
     "EVSTATE_PART_STORED",

@@ -11,18 +11,25 @@ store (the dump tool that overwrote low memory, a save area stored at IPL).
 A store is addressed by absolute address and read synchronously with
 :meth:`Store.read`; it raises :class:`~vmcorefs.errors.MemoryReadError` for
 bytes it cannot deliver, never zeros in their place.
+
+Each store also answers what ``vmcorefs save`` needs to know without
+reading: :meth:`Store.pieces` says what backs a range (:class:`FileRegion`:
+bytes of an open file as they are, which a save may copy in the kernel;
+:class:`Zeros`; :class:`Read`: anything else), :meth:`Store.files` which
+files (:class:`RawFileStore`) it reads. The defaults (read it; no files)
+are always safe.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import errno
-import functools
 import os
 import stat
 import struct
 from array import array
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import InputError, MemoryReadError
 from .files import WatchedFile, identity, open_input, read_small
@@ -30,15 +37,18 @@ from .files import WatchedFile, identity, open_input, read_small
 __all__ = (
     "BytesStore",
     "FaultyStore",
+    "FileRegion",
     "GeneratedStore",
     "OverlayStore",
     "PatternStore",
+    "Piece",
     "RawFileStore",
+    "Read",
     "SliceStore",
     "Store",
     "ZeroStore",
-    "address_words",
-    "files_read",
+    "Zeros",
+    "distinct",
     "zeros",
 )
 
@@ -49,6 +59,43 @@ _ZEROS = bytes(_BLOCK)  # never written: the kernel's copy of a reply reads the 
 def zeros(length: int) -> bytes:
     """Return *length* zero bytes: one shared block for the 1 MiB of readahead requests, no new memory."""
     return _ZEROS if length == _BLOCK else bytes(length)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileRegion:
+    """*length* bytes at *offset* of the open file *fd*, as they are (a save may copy them in the kernel)."""
+
+    fd: int
+    offset: int
+    length: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Zeros:
+    """*length* bytes that are zeros without being read (a hole of a store)."""
+
+    length: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Read:
+    """*length* bytes only a read gives: generated, patched, decompressed, or where reading raises."""
+
+    length: int
+
+
+Piece = FileRegion | Zeros | Read
+
+
+def distinct(stores: Iterable["RawFileStore"]) -> list["RawFileStore"]:
+    """Return *stores* in order, each once (several stores may read the same file)."""
+    seen: set[int] = set()
+    out = []
+    for store in stores:
+        if id(store) not in seen:
+            seen.add(id(store))
+            out.append(store)
+    return out
 
 
 class Store:
@@ -65,6 +112,18 @@ class Store:
     def read_nowait(self, address: int, length: int) -> bytes | None:
         """As :meth:`read` where that cannot wait for a disk; None where it might (then :meth:`read` it)."""
         return None if self.blocking else self.read(address, length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """
+        Return what backs ``[address, address+length)``: consecutive pieces
+        whose lengths add up to *length*. The default, :class:`Read`, is
+        always right; a store says more only where it is sure.
+        """
+        return [Read(length)]
+
+    def files(self) -> list["RawFileStore"]:
+        """Return the files (:class:`RawFileStore`) this store reads, each once; the default: none."""
+        return []
 
     def close(self) -> None:
         """Release what the store holds open."""
@@ -86,6 +145,9 @@ class ZeroStore(Store):
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
         return zeros(length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        return [Zeros(length) if 0 <= address and address + length <= self.size else Read(length)]
 
 
 class BytesStore(Store):
@@ -192,119 +254,19 @@ class RawFileStore(Store):
             raise MemoryReadError(address + len(data), f"{self.name} is truncated at {self.file_size:#x}")
         return data
 
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """The file's bytes as they are, where the file holds them (beyond its end: a read, which fails)."""
+        if self.fd >= 0 and 0 <= address and address + length <= self.file_size:
+            return [FileRegion(self.fd, address, length)]
+        return [Read(length)]
+
+    def files(self) -> list["RawFileStore"]:
+        return [self]
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-_offsets_block: bytes | None = None  # the big-endian words 0, 8, 16, ... of a 1 MiB block
-
-
-def _block_offsets() -> bytes:
-    global _offsets_block
-    if _offsets_block is None:
-        words = array("Q", range(0, _BLOCK, 8))
-        if struct.pack("=H", 1) != struct.pack(">H", 1):
-            words.byteswap()
-        _offsets_block = words.tobytes()
-    return _offsets_block
-
-
-@functools.lru_cache(maxsize=4)
-def _tag_template(top: int) -> bytes:
-    """The 1 MiB block of words ``(top << 40) | 8k``: the offsets with bytes 0-2 of each word set."""
-    data = bytearray(_block_offsets())
-    tb = (top << 40).to_bytes(8, "big")
-    n = _BLOCK // 8
-    for k in range(3):
-        if tb[k]:
-            data[k::8] = tb[k:k + 1] * n
-    return bytes(data)
-
-
-@functools.lru_cache(maxsize=16)
-def _nibble_template(top: int, nibble: int) -> bytes:
-    """:func:`_tag_template` with the high half of byte 5 of every word set to *nibble* (address bits 20-23)."""
-    data = bytearray(_tag_template(top))
-    if nibble:
-        table = bytes(x | nibble << 4 for x in range(256))
-        data[5::8] = _block_offsets()[5::8].translate(table)
-    return bytes(data)
-
-
-@functools.lru_cache(maxsize=4)
-def _tagged_block(high: int) -> bytes:
-    """
-    Return the 1 MiB block whose word *k* is ``high | 8k`` (*high* has its
-    low 20 bits clear): the offsets fill bytes 5-7 of each big-endian word
-    (bits 0-19), *high* bytes 0-5. Bytes 0-2 and the high half of byte 5
-    come with a template made once (per tag and 1 MiB block modulo 16 MiB),
-    bytes 3-4 are set with one strided slice assignment each (none in the
-    first 16 MiB of a 4 GiB range).
-    """
-    hb = high.to_bytes(8, "big")
-    template = _nibble_template(high >> 40, hb[5] >> 4)
-    if not hb[3] and not hb[4]:
-        return template
-    data = bytearray(template)
-    n = _BLOCK // 8
-    for k in (3, 4):
-        if hb[k]:
-            data[k::8] = hb[k:k + 1] * n
-    return bytes(data)
-
-
-def _tagged_range(tag: int, start: int, end: int) -> bytes:
-    """
-    Return the words ``tag | a`` of the aligned range [*start*, *end*) as
-    :func:`_tagged_block` makes them, each block's part copied once from its
-    template into one buffer (a read that is not block aligned, as the 1 MiB
-    requests for /vmcore are, costs no more than an aligned one).
-    """
-    out = bytearray(end - start)
-    pos = start
-    while pos < end:
-        block = pos - pos % _BLOCK
-        stop = min(end, block + _BLOCK)
-        hb = (tag | block).to_bytes(8, "big")
-        at, n = pos - start, stop - pos
-        out[at:at + n] = memoryview(_nibble_template((tag | block) >> 40, hb[5] >> 4))[pos - block:stop - block]
-        for k in (3, 4):
-            if hb[k]:
-                out[at + k:at + n:8] = hb[k:k + 1] * (n // 8)
-        pos = stop
-    return bytes(out)
-
-
-def address_words(address: int, length: int, tag: int = 0) -> bytes:
-    """
-    Return memory whose every aligned 8-byte word holds its own address XOR *tag*.
-
-    *address* and *length* need not be aligned: the words are generated for
-    the enclosing aligned range and cut.
-    """
-    start = address & ~7
-    end = (address + length + 7) & ~7
-    low = tag & -tag if tag else 1 << 64  # lowest set bit of the tag
-    if end <= low and low >= _BLOCK and end - start >= _BLOCK // 32:
-        # the tag's bits lie above every address and every offset in a 1 MiB
-        # block: a word is (tag | block) | offset, a whole block at a time
-        data = _tagged_block(tag | start) if start % _BLOCK == 0 and end - start == _BLOCK else \
-            _tagged_range(tag, start, end)
-    elif end <= low:  # XOR is addition
-        words = array("Q", range(start + tag, end + tag, 8))
-        if struct.pack("=H", 1) != struct.pack(">H", 1):
-            words.byteswap()
-        data = words.tobytes()
-    else:
-        words = array("Q", [a ^ tag for a in range(start, end, 8)])
-        if struct.pack("=H", 1) != struct.pack(">H", 1):
-            words.byteswap()
-        data = words.tobytes()
-    if address == start and length == len(data):
-        return data
-    return data[address - start:address - start + length]
 
 
 class GeneratedStore(Store):
@@ -413,6 +375,11 @@ class FaultyStore(Store):
             if address < end and start < address + length:
                 raise MemoryReadError(max(address, start), f"{self.name}: I/O error (injected)")
 
+    # pieces: the default, a read, so that the injected faults apply
+
+    def files(self) -> list["RawFileStore"]:
+        return self.base.files()
+
     def close(self) -> None:
         self.base.close()
 
@@ -434,6 +401,12 @@ class SliceStore(Store):
     def read_nowait(self, address: int, length: int) -> bytes | None:
         self._check(address, length)
         return self.base.read_nowait(self.start + address, length)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        return self.base.pieces(self.start + address, length)
+
+    def files(self) -> list["RawFileStore"]:
+        return self.base.files()
 
 
 class OverlayStore(Store):
@@ -490,32 +463,24 @@ class OverlayStore(Store):
             pos += n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        out: list[Piece] = []
+        pos, end = address, address + length
+        for a, sub in self.items:
+            if a + sub.size <= pos or a >= end:
+                continue
+            if a > pos:
+                out += self.base.pieces(pos, a - pos)
+                pos = a
+            n = min(end, a + sub.size) - pos
+            out += sub.pieces(pos - a, n)
+            pos += n
+        if pos < end:
+            out += self.base.pieces(pos, end - pos)
+        return out
+
+    def files(self) -> list["RawFileStore"]:
+        return distinct([*self.base.files(), *(f for _a, sub in self.items for f in sub.files())])
+
     def close(self) -> None:
         self.base.close()
-
-
-def files_read(*roots: object) -> list[RawFileStore]:
-    """
-    Return the files (:class:`RawFileStore`) the stores *roots* read, each
-    once: everything reachable through their attributes (bases, overlays,
-    slices, the file of a dump-file or ELF-core store).
-    """
-    found: list[RawFileStore] = []
-    seen: set[int] = set()
-
-    def walk(obj: object) -> None:
-        if obj is None or id(obj) in seen:
-            return
-        seen.add(id(obj))
-        if isinstance(obj, RawFileStore):
-            found.append(obj)
-            return
-        for value in getattr(obj, "__dict__", {}).values():
-            if isinstance(value, (list, tuple)):
-                for v in value:
-                    walk(v[1] if isinstance(v, tuple) and len(v) == 2 else v)
-            elif hasattr(value, "read") and hasattr(value, "size"):
-                walk(value)
-    for root in roots:
-        walk(root)
-    return found

@@ -14,7 +14,8 @@ Kinds named by a prefix (``demo``, ``qmp:PATH``) or a name (``/dev/mem``,
 their first bytes, in registry order, the machine
 description (TOML text) last. The modules: :mod:`.s390dump` (the s390 dump
 format), :mod:`.elfcore` (kernel vmcores, QEMU ELF dumps) with
-:mod:`.elfnotes` (CPU states from notes), :mod:`.kdumpfile` with
+:mod:`.elfread` (ELF files read with pyelftools) and :mod:`.elfnotes`
+(CPU states from notes), :mod:`.kdumpfile` with
 :mod:`.kdumpio` (makedumpfile's kdump-compressed format, flattened and
 split, and QEMU's kdump formats), :mod:`.raw` (raw memory images),
 :mod:`.qemu` with :mod:`.qmp` (a running QEMU guest's RAM, in place);
@@ -29,6 +30,7 @@ import stat
 from typing import Callable
 
 from ..errors import InputError
+from ..layouts import ELFMAG
 from ..machine import Machine
 
 __all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "absolute_source", "find_kind", "open_source")
@@ -130,7 +132,7 @@ KINDS: list[SourceKind] = [
                matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute),
     SourceKind("live system", "/dev/mem of a running s390x system", _devmem, matches_name=_is_devmem),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
-    SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(b"\x7fELF")),
+    SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(ELFMAG)),
     SourceKind("kdump-compressed dump", "a kdump-compressed dump (makedumpfile, QEMU; 'KDUMP   ')", _kdump,
                matches_head=lambda h: h.startswith(b"KDUMP   ")),
     SourceKind("flattened kdump-compressed dump", "a flattened dump (makedumpfile -F)", _kdump,

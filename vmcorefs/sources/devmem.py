@@ -130,6 +130,9 @@ class DevMemStore(Store):
         self.size = self.ranges[-1][1]
         self.refused = refused
 
+    # pieces(), files(): the Store defaults. /dev/mem is read (page by page
+    # where the kernel refuses a page), never copied in the kernel.
+
     def _range_end(self, address: int) -> int:
         for start, end in self.ranges:
             if start <= address < end:

@@ -5,9 +5,11 @@ ELF cores as a source
 
 The ``vmcorefs.sources.elfcore`` module opens an s390x ELF core file as a
 :class:`~vmcorefs.machine.Machine`: a kernel vmcore (a copy of
-``/proc/vmcore``, or vmcorefs' own ``/vmcore``) or QEMU's
-``dump-guest-memory`` output. Memory is the PT_LOAD segments by physical
-address (``p_memsz`` beyond ``p_filesz`` reads as zeros, as ELF says); the
+``/proc/vmcore``, or vmcorefs' own ``/vmcore``), QEMU's
+``dump-guest-memory`` output or makedumpfile's ``-E`` output, read with
+pyelftools (:mod:`vmcorefs.sources.elfread`). Memory is the PT_LOAD
+segments by physical address (``p_memsz`` beyond ``p_filesz`` reads as
+zeros, as ELF says); the
 CPUs are the register notes (:mod:`vmcorefs.sources.elfnotes` knows both
 producers' quirks); a VMCOREINFO note is kept as the dump's VMCOREINFO.
 
@@ -24,22 +26,14 @@ import bisect
 import os
 
 from ..errors import InputError, MemoryReadError
-from ..layouts import ELFMAG, PAGE_SIZE, PT
+from ..layouts import PAGE_SIZE, PT
 from ..machine import KIND_KERNEL_VMCORE, MAX_MEMORY_END, Cpu, Machine
-from ..stores import RawFileStore, Store
-from .elfnotes import cpus_from_notes, read_elf_notes, read_program_headers
+from ..stores import Piece, RawFileStore, Read, Store, Zeros
+from .elfnotes import cpus_from_notes
+from .elfread import read_elf_notes, read_program_headers
 from .raw import machine_from_memory
 
-__all__ = ("ElfMemoryStore", "is_elf", "open_elf_core")
-
-
-def is_elf(path: str) -> bool:
-    """Return whether *path* starts with the ELF magic."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == ELFMAG
-    except OSError:
-        return False
+__all__ = ("ElfMemoryStore", "open_elf_core")
 
 
 class ElfMemoryStore(Store):
@@ -74,6 +68,33 @@ class ElfMemoryStore(Store):
                 parts.append(bytes(n - in_file))
             pos += n
         return b"".join(parts)
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """The loads' file regions, zeros past their ``p_filesz``; a read where no load is (it fails)."""
+        out: list[Piece] = []
+        pos, end = address, address + length
+        # the loads are sorted by address: from the one that holds *address* (bisection) to the first beyond
+        for k in range(max(bisect.bisect_right(self.starts, pos) - 1, 0), len(self.loads)):
+            ph = self.loads[k]
+            lo, hi = ph["p_paddr"], ph["p_paddr"] + ph["p_memsz"]
+            if lo >= end:
+                break
+            if hi <= pos:
+                continue
+            if lo > pos:
+                return [Read(length)]  # no memory there: let the read say so
+            n = min(end, hi) - pos
+            rel = pos - lo
+            in_file = max(0, min(n, ph["p_filesz"] - rel))
+            if in_file:
+                out += self.file.pieces(ph["p_offset"] + rel, in_file)
+            if n > in_file:
+                out.append(Zeros(n - in_file))
+            pos += n
+        return out if pos == end else [Read(length)]
+
+    def files(self) -> list[RawFileStore]:
+        return [self.file]
 
     def close(self) -> None:
         self.file.close()

@@ -3,8 +3,9 @@
 CPU states from an ELF core
 ---------------------------
 
-The ``vmcorefs.sources.elfnotes`` module reads the CPU register notes of an
-s390x ELF core file and turns each CPU into what the machine description
+The ``vmcorefs.sources.elfnotes`` module takes the CPU register notes of an
+s390x ELF core file (read by :mod:`.elfread`, with pyelftools) or of a
+kdump-compressed file, and turns each CPU into what the machine description
 holds: a 512-byte store-status save area and 512 bytes of vector registers
 (``vmcorefs emulate --cpus-from-elf``). Two producers are understood
 (reference section 7):
@@ -30,21 +31,16 @@ message.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from ..errors import InputError
-from ..files import open_input
-from ..layouts import (EI_CLASS, EI_DATA, ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ELF64_SHDR, ELF_FPREGSET,
-                       ELF_PRSTATUS, ELFCLASS64, ELFDATA2MSB, ELFMAG, EM, ET_CORE, NT, PN_XNUM, PT,
-                       S390_NOTE_DESC, SAVE_AREA, vector_from_notes)
+from ..layouts import ELF_FPREGSET, ELF_PRSTATUS, NT, S390_NOTE_DESC, SAVE_AREA, vector_from_notes
+from .elfread import ElfNote, parse_notes, read_elf_notes
 
 __all__ = ("ElfCpu", "ElfNote", "PRODUCERS", "cpus_from_elf", "cpus_from_notes", "detect_producer",
-           "parse_notes", "read_elf_notes", "read_program_headers")
+           "parse_notes", "read_elf_notes")
 
 PRODUCERS = ("kernel", "qemu")
 NOTE_NAMES = (b"CORE", b"LINUX")  # register notes; other names (VMCOREINFO, ...) are skipped
-MAX_NOTES_SIZE = 64 << 20  # a PT_NOTE segment larger than this is not a core's notes
-MAX_PHNUM = 1 << 20
 
 # the notes that make up one CPU's save area, all required
 REQUIRED = (NT.PRFPREG, NT.S390_TIMER, NT.S390_TODCMP, NT.S390_TODPREG, NT.S390_CTRS, NT.S390_PREFIX)
@@ -52,16 +48,6 @@ CPU_NOTE_TYPES = frozenset(REQUIRED) | {NT.PRSTATUS, NT.S390_VXRS_LOW, NT.S390_V
 DESC_SIZES = {NT.PRSTATUS: (ELF_PRSTATUS.size,), NT.PRFPREG: (ELF_FPREGSET.size,),
               NT.S390_TODPREG: (4, 8), NT.S390_GS_CB: (32,)}
 DESC_SIZES.update({t: (layout.size,) for t, layout in S390_NOTE_DESC.items() if t not in DESC_SIZES})
-
-
-@dataclasses.dataclass(frozen=True)
-class ElfNote:
-    """One ELF note: name (without NUL), type, descriptor, and its file offset."""
-
-    name: bytes
-    type: int
-    desc: bytes
-    offset: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,115 +72,6 @@ class ElfCpu:
     def prefix(self) -> int:
         """Return the CPU's prefix register (0: the CPU is not dumped)."""
         return SAVE_AREA.unpack(self.save_area)["prefix"]
-
-
-def _pad4(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def parse_notes(data: bytes, base: int = 0, where: str = "notes") -> list[ElfNote]:
-    """
-    Return the notes of a PT_NOTE payload (4-byte aligned names and descriptors).
-
-    :param base: file offset of *data*, for messages
-    :raises InputError: a note runs beyond the payload
-    """
-    notes = []
-    off = 0
-    size = len(data)
-    while off < size:
-        if size - off < ELF64_NHDR.size:
-            if any(data[off:]):
-                raise InputError(f"{where}: truncated note header at {base + off:#x}")
-            break
-        hdr = ELF64_NHDR.unpack(data, off)
-        namesz, descsz = hdr["n_namesz"], hdr["n_descsz"]
-        if namesz == descsz == hdr["n_type"] == 0:
-            if any(data[off:]):
-                raise InputError(f"{where}: an empty note at {base + off:#x} is followed by more data")
-            break  # the terminating empty note, and padding
-        name_at = off + ELF64_NHDR.size
-        desc_at = name_at + _pad4(namesz)
-        end = desc_at + _pad4(descsz)
-        if desc_at + descsz > size:
-            raise InputError(f"{where}: truncated note at {base + off:#x} (name {namesz} and descriptor "
-                             f"{descsz} bytes run beyond the {size:#x}-byte segment)")
-        name = bytes(data[name_at:name_at + namesz]).rstrip(b"\0")
-        notes.append(ElfNote(name, hdr["n_type"], bytes(data[desc_at:desc_at + descsz]), base + off))
-        off = min(end, size)
-    return notes
-
-
-def _read_at(f, path: str, offset: int, length: int, what: str) -> bytes:
-    if offset + length > os.fstat(f.fileno()).st_size:  # also offsets beyond what pread takes (2^63)
-        raise InputError(f"{path}: truncated: {what} at {offset:#x}+{length:#x} ends beyond the end of the file")
-    data = os.pread(f.fileno(), length, offset)
-    if len(data) != length:
-        raise InputError(f"{path}: truncated: {what} at {offset:#x}+{length:#x} ends beyond the end of the file")
-    return data
-
-
-def read_program_headers(path: str) -> list[dict]:
-    """
-    Return the program headers of the s390x ELF core *path*.
-
-    :raises InputError: not a big-endian 64-bit s390x ELF core, or truncated
-    """
-    f = os.fdopen(open_input(path, "ELF core"), "rb")
-    with f:
-        try:
-            head = os.pread(f.fileno(), ELF64_EHDR.size, 0)
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-        if not head.startswith(ELFMAG):
-            raise InputError(f"{path} is not an ELF file")
-        if len(head) < ELF64_EHDR.size:
-            raise InputError(f"{path}: truncated: the ELF header has {len(head)} of {ELF64_EHDR.size} bytes")
-        if head[EI_CLASS] != ELFCLASS64 or head[EI_DATA] != ELFDATA2MSB:
-            raise InputError(f"{path} is not an s390x ELF core (not a big-endian 64-bit ELF file)")
-        eh = ELF64_EHDR.unpack(head)
-        if eh["e_machine"] != EM.S390:
-            raise InputError(f"{path} is an ELF file for machine {eh['e_machine']}, not s390x (EM_S390 = {EM.S390})")
-        if eh["e_type"] != ET_CORE:
-            raise InputError(f"{path} is not an ELF core file (e_type {eh['e_type']}, not ET_CORE)")
-        phnum = eh["e_phnum"]
-        if phnum == PN_XNUM:  # the real count is in section 0
-            if not eh["e_shoff"]:
-                raise InputError(f"{path}: e_phnum is PN_XNUM but there is no section header")
-            sh = ELF64_SHDR.unpack(_read_at(f, path, eh["e_shoff"], ELF64_SHDR.size, "section header 0"))
-            phnum = sh["sh_info"]
-        if not phnum or eh["e_phentsize"] != ELF64_PHDR.size or phnum > MAX_PHNUM:
-            raise InputError(f"{path}: no usable program headers (e_phnum {phnum}, "
-                             f"e_phentsize {eh['e_phentsize']})")
-        table = _read_at(f, path, eh["e_phoff"], phnum * ELF64_PHDR.size, "the program headers")
-    names = list(ELF64_PHDR.fields)  # every field, in offset order: 100,000 headers unpacked in C
-    return [dict(zip(names, values)) for values in ELF64_PHDR.packer(*names).iter_unpack(table)]
-
-
-def read_elf_notes(path: str, phdrs: list[dict] | None = None) -> list[ElfNote]:
-    """
-    Return every note of the PT_NOTE segments of the s390x ELF core *path*.
-
-    :param phdrs: its program headers, if already read
-    :raises InputError: not a big-endian 64-bit s390x ELF core, no PT_NOTE,
-        or truncated
-    """
-    if phdrs is None:
-        phdrs = read_program_headers(path)
-    notes: list[ElfNote] = []
-    found = False
-    with os.fdopen(open_input(path, "ELF core"), "rb") as f:
-        for ph in phdrs:
-            if ph["p_type"] != PT.NOTE:
-                continue
-            found = True
-            if ph["p_filesz"] > MAX_NOTES_SIZE:
-                raise InputError(f"{path}: PT_NOTE segment of {ph['p_filesz']:#x} bytes is implausibly large")
-            data = _read_at(f, path, ph["p_offset"], ph["p_filesz"], "the PT_NOTE segment")
-            notes += parse_notes(data, ph["p_offset"], path)
-    if not found:
-        raise InputError(f"{path} has no PT_NOTE segment: no CPU registers")
-    return notes
 
 
 def detect_producer(notes: list[ElfNote]) -> tuple[str, str]:

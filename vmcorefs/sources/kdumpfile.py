@@ -53,7 +53,8 @@ from ..layouts import (DISKDUMP_HEADER, DUMP_DH, KDUMP_SIGNATURE, KDUMP_SUB_HEAD
                        PAGE_SIZE)
 from ..machine import KIND_MAKEDUMPFILE, Cpu, Machine
 from ..stores import Store
-from .elfnotes import cpus_from_notes, parse_notes
+from .elfnotes import cpus_from_notes
+from .elfread import parse_notes
 from .kdumpio import CODEC_MASK, CODECS, PlainFile, ShortRead, codec_available, decompress, open_dump_file
 from .raw import machine_from_memory
 
@@ -269,6 +270,9 @@ class KdumpStore(Store):
         self.desc_cache: collections.OrderedDict = collections.OrderedDict()
         self.pages: collections.OrderedDict = collections.OrderedDict()
         self.decompressed = 0  # pages decompressed (a cached page is not counted again)
+
+    # pieces(), files(): the Store defaults. Its pages are read (decompressed,
+    # checked), never copied as they are; its files are no RawFileStore.
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import bisect
 import os
-import stat
 import zlib
 
 from ..errors import InputError
+from ..files import open_input
 from ..layouts import DUMP_DH, MDF_DATA_HEADER, MDF_HEADER, MDF_HEADER_SIZE, MDF_SIGNATURE
 
 __all__ = ("CODECS", "FlatFile", "PlainFile", "ShortRead", "codec_available", "decompress", "open_dump_file")
@@ -42,20 +42,6 @@ class ShortRead(Exception):
     """Fewer bytes than asked for are in the file there (truncated)."""
 
 
-def _open_seekable(path: str, what: str) -> int:
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise InputError(f"cannot open {path}: {exc.strerror}") from exc
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise InputError(f"{path} is not a regular file: {what} must be a seekable file "
-                         "(save a pipe's stream to a file first)")
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InputError(f"cannot open {path}: {exc.strerror}") from exc
-
-
 class PlainFile:
     """A dump file read in place."""
 
@@ -63,7 +49,7 @@ class PlainFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.fd = _open_seekable(path, "a kdump-compressed dump")
+        self.fd = open_input(path, "kdump-compressed dump", block_ok=True)
         self.size = os.lseek(self.fd, 0, os.SEEK_END)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -90,7 +76,7 @@ class FlatFile(PlainFile):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.fd = _open_seekable(path, "a flattened dump (makedumpfile -F)")
+        self.fd = open_input(path, "flattened dump (makedumpfile -F)", block_ok=True)
         try:
             self._index()
         except BaseException:
@@ -175,8 +161,13 @@ class FlatFile(PlainFile):
 
 def open_dump_file(path: str) -> PlainFile:
     """Return *path* as a kdump-compressed file: flattened or not, by its first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(len(MDF_SIGNATURE) + 1)
+    fd = open_input(path, "kdump-compressed dump", block_ok=True)
+    try:
+        head = os.pread(fd, len(MDF_SIGNATURE) + 1, 0)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     return FlatFile(path) if head == MDF_SIGNATURE + b"\0" else PlainFile(path)
 
 

@@ -52,7 +52,7 @@ import time
 
 from ..errors import InputError, MemoryReadError
 from ..machine import Cpu, Machine
-from ..stores import RawFileStore
+from ..stores import Piece, RawFileStore
 from .qmp import Qmp, QmpError
 
 __all__ = ("PREFIX", "Guest", "GuestMemoryStore", "absolute", "finish_unmount", "is_qmp", "open_qmp")
@@ -206,6 +206,19 @@ class GuestMemoryStore(RawFileStore):
             raise MemoryReadError(address, exc.reason) from None
         return super().read(address, length)
 
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        """
+        The RAM file's regions as they are (a save copies them in the kernel),
+        once :meth:`Guest.check` says the guest is still stopped, as every
+        read does; a resume later on fails the save at its end (its last
+        ``Guest.check``), since the RAM file then is no snapshot.
+        """
+        try:
+            self.guest.check()
+        except MemoryReadError as exc:
+            raise MemoryReadError(address, exc.reason) from None
+        return super().pieces(address, length)
+
     def close(self) -> None:
         super().close()
         self.guest.close()
@@ -245,7 +258,8 @@ def _memory_backend(qmp: Qmp, name: str) -> tuple[str, int]:
 
 def _cpus(qmp: Qmp, name: str) -> list[Cpu]:
     """The CPUs' registers, from the notes of QEMU's dump of the first page."""
-    from .elfnotes import cpus_from_notes, read_elf_notes
+    from .elfnotes import cpus_from_notes
+    from .elfread import read_elf_notes
     with tempfile.TemporaryFile(prefix="vmcorefs-notes-") as f:
         qmp.send_fd(f.fileno(), NOTES_FD)
         qmp.command("dump-guest-memory", paging=False, protocol=f"fd:{NOTES_FD}", begin=0, length=4096)

@@ -62,6 +62,30 @@ class Qmp:
             self.sock.close()
             raise
 
+    @classmethod
+    def when_up(cls, path: str, name: str, within: float, process=None, **kw) -> Qmp:
+        """
+        Connect to the QMP socket of a QEMU that is starting, or whose
+        monitor another client is letting go of: try again until *within*
+        seconds have passed, and stop as soon as *process* (QEMU's
+        :class:`subprocess.Popen`, if given) has exited. For programs that
+        start QEMU themselves (tests/guest.py, contrib/fixtures/run-qemu.py);
+        *kw* as for :class:`Qmp`.
+
+        :raises InputError: the last failure, or QEMU exited
+        """
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return cls(path, name, **kw)
+            except InputError:
+                if process is not None and process.poll() is not None:
+                    raise InputError(f"{name}: QEMU exited ({process.returncode}) before its QMP socket "
+                                     "was up") from None
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
     def _connect(self, greeting_timeout: float) -> None:
         self.sock.settimeout(greeting_timeout)
         try:

@@ -35,10 +35,10 @@ import logging
 import os
 
 from ..errors import InputError, MemoryReadError
-from ..layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
+from ..layouts import DEFAULT_HSA_SIZE, PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, SAVE_AREA, SAVE_AREA_OFFSET
 from ..machine import Cpu, Machine, OldMemory, oldmem_plausible, parmarea_oldmem
 from ..osinfo import analyse, parse_vmcoreinfo, vmcoreinfo_number
-from ..sclp import DEFAULT_HSA_SIZE, SdiasDevice, dump_ipl, reader_defaults
+from ..sclp import SdiasDevice, dump_ipl, reader_defaults
 from ..stores import RawFileStore, Store
 
 __all__ = ("discover_cpus", "find_oldmem", "machine_from_memory", "open_raw_image", "run_without_loop",

@@ -31,15 +31,38 @@ registers are taken from absolute 0x1200, where store status put them, and
 the other CPUs are unknown. CPU addresses are not in the format: CPUs are
 numbered from 0 in ``lc_vec`` order.
 
-Vector registers: the format has no place of its own for them. zipl's
-dumpers store them where lowcore 0x11B0 points and zgetdump looks there,
-but later kernels use that field for the machine-check extended save
-area, and the kernel's zcore never stored them: vmcorefs does not guess
-from a stand-alone dump. The facility is decided as the kernel does, by
-the boot CPU's control register 0; where the machine has it, the notes keep
-the kernel's layout and the dump says the registers are not available, but
-for a dump that caught a capture kernel running, shown as the crashed
-kernel: that kernel stored them before kdump, where its lowcores' mcesad
+Vector registers (an extension of the format, zgetdump-compatible): the
+format has no field for them, and the kernel's zcore never wrote them. But
+zipl's stand-alone dumpers store each CPU's V0..V31 where its lowcore's
+u64 at 0x11B0 points (``zipl/boot/stage2dump.c`` ``store_status``), and
+zgetdump reads them there (``zdump/dfi.c`` ``lc2cpu_64``) and writes them
+there (``zdump/dfo_s390.c`` ``add_cpu_to_dfo``), as ``/zcore/mem`` does.
+So for every CPU of ``lc_vec``, as ``lc2cpu_64``: the address at prefix +
+0x11B0 counts if it is not 0 and a multiple of 1 KiB
+(``dfi_cpu_lc_has_vx_sa``; a kernel's mcesad with a length code in its low
+bits names none), and if its 512 bytes lie in the dump's memory; V0..V15's
+high halves are the floating point registers of the save area, the rest
+comes from there (``VX_SAVE_AREA``). Otherwise the CPU has none, and
+its :attr:`~vmcorefs.machine.Cpu.vector_where` says why.
+
+This is not the rule that a stand-alone dump never takes vector registers
+from memory (:func:`~vmcorefs.dump.read_cpus`): on a live machine what a
+save area holds is stale (the last machine check or kdump), in a dump file
+it is what the dump tool stored at dump time, next to the registers in the
+lowcores. A file that the kernel's zcore wrote (zgetdump copying
+``zcore/mem``) holds there what the crashed kernel's memory held, and
+zgetdump takes that too.
+
+The dump has VXRS notes where the kernel would write them, the boot CPU's
+control register 0 enabling the vector facility, and where zgetdump would,
+a CPU having a vector save area (``dfi_cpu_content_fac_add``). A CPU
+without a vector save area then has zeros in its notes, as zgetdump writes
+them for such a CPU, and the dump says its registers are not available.
+(Where the facility is enabled but no CPU has a vector save area, zgetdump
+writes no VXRS notes; vmcorefs writes them zero-filled, as the kernel's
+layout has them, and says so.)
+For a dump that caught a capture kernel running, shown as the crashed
+kernel, the crashed kernel's own are read, where its lowcores' mcesad
 points (see :class:`~vmcorefs.dump.Dump`).
 """
 
@@ -51,10 +74,10 @@ import os
 from ..errors import InputError, MemoryReadError
 from ..files import open_input
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END_MARKER, DF_S390_HDR,
-                       DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, PAGE_SIZE, SAVE_AREA,
-                       SAVE_AREA_OFFSET)
+                       DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, LC, PAGE_SIZE, SAVE_AREA,
+                       SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, dump_vx_save_area, vector_from_notes, vector_notes)
 from ..machine import MAX_MEMORY_END, Cpu, Machine
-from ..stores import RawFileStore, Store
+from ..stores import Piece, RawFileStore, Store
 from .raw import vector_enabled
 
 __all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "is_s390_dump", "open_s390_dump", "read_header")
@@ -93,6 +116,12 @@ class DumpFileStore(Store):
             return self.file.read(DF_S390_HDR_SIZE + address, length)
         except MemoryReadError as exc:
             raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
+
+    def pieces(self, address: int, length: int) -> list[Piece]:
+        return self.file.pieces(DF_S390_HDR_SIZE + address, length)
+
+    def files(self) -> list[RawFileStore]:
+        return [self.file]
 
     def read_file(self, offset: int, length: int) -> bytes:
         """Return up to *length* bytes at file *offset* (fewer at the end of the file)."""
@@ -177,15 +206,42 @@ def _read_cpus(path: str, store: DumpFileStore, hdr: dict) -> list[Cpu]:
             continue
         if SAVE_AREA.unpack(sa)["prefix"] != prefix:
             log.info("%s: CPU %d's lowcore at %#x holds prefix %#x", path, i, prefix, SAVE_AREA.unpack(sa)["prefix"])
-        cpus.append(Cpu(len(cpus), sa))
+        vector, where = _read_vector(store, prefix, sa)
+        cpus.append(Cpu(len(cpus), sa, vector, where))
     if cpus:
         return cpus
     # no lowcore list (versions 1-4) or none usable: the boot CPU's status at absolute 0x1200
     try:
-        return [Cpu(0, store.read(SAVE_AREA_OFFSET, SAVE_AREA.size))]
+        return [Cpu(0, store.read(SAVE_AREA_OFFSET, SAVE_AREA.size), None,
+                    "the dump lists no lowcore for the CPU, so it names no vector save area")]
     except MemoryReadError as exc:
         raise InputError(f"{path}: no CPU registers: cannot read absolute {SAVE_AREA_OFFSET:#x} "
                          f"({exc.reason})") from exc
+
+
+def _read_vector(store: DumpFileStore, prefix: int, sa: bytes) -> tuple[bytes | None, str]:
+    """
+    Return the vector registers of the CPU whose lowcore is at *prefix* and
+    save area *sa*, as zgetdump's ``lc2cpu_64`` takes them (module docs), and
+    where they were found; or None and why there are none.
+    """
+    where = f"lowcore {prefix:#x} + {LC.MCESAD:#x}"
+    try:
+        value = int.from_bytes(store.read(prefix + LC.MCESAD, 8), "big")
+    except MemoryReadError as exc:
+        return None, f"cannot read {where}: {exc.reason}"
+    origin = dump_vx_save_area(value)
+    if origin is None:
+        return None, (f"{where} holds {value:#x}, which names no vector save area "
+                      "(zgetdump's rule: not 0 and a multiple of 1 KiB)")
+    if origin + VX_SAVE_AREA_SIZE > store.size:
+        return None, f"the vector save area at {origin:#x} ({where}) lies beyond the dump's memory"
+    try:
+        raw = store.read(origin, VX_SAVE_AREA_SIZE)
+    except MemoryReadError as exc:
+        return None, f"cannot read the vector save area at {origin:#x} ({where}): {exc.reason}"
+    return (vector_from_notes(SAVE_AREA.unpack(sa)["fprs"], *vector_notes(raw)),
+            f"the vector save areas of the dump file at {origin:#x} ({where})")
 
 
 def open_s390_dump(path: str) -> Machine:
@@ -215,8 +271,11 @@ def open_s390_dump(path: str) -> Machine:
             "mem_size_real": hdr["mem_size_real"] if version >= 3 else 0,
             "real_cpu_cnt": hdr["real_cpu_cnt"] if version >= 5 else 0,
         }
+        # the VXRS notes: where the kernel writes them (the facility, by the boot CPU's
+        # control register 0) or where zgetdump does (a CPU with a vector save area)
+        vector = vector_enabled(cpus[0].save_area) or any(c.vector is not None for c in cpus)
         return Machine(memory=[(0, hdr["mem_size"])], real=store, environment="file", cpus=cpus,
-                       vector=vector_enabled(cpus[0].save_area), name=os.path.basename(path),
+                       vector=vector, name=os.path.basename(path),
                        source_header=source_header, kind="s390 dump file")
     except BaseException:
         store.close()

@@ -10,6 +10,10 @@ described as consecutive extents, each header bytes built once
 a pure function of the offset: no cursor, safe for concurrent readers. :class:`LazyFile` builds an
 extent map at its first read, for files whose size is known at once but
 whose map costs time that the mount should not wait for.
+
+Each extent also says what backs its bytes without reading them
+(:meth:`Extent.pieces`, the pieces of :mod:`vmcorefs.stores`), for
+``vmcorefs save``'s kernel copy.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import bisect
 import itertools
 from typing import Awaitable, Callable
 
-from ..stores import zeros
+from ..stores import Piece, Read, Zeros, zeros
 
 __all__ = ("BytesExtent", "Extent", "ExtentFile", "LazyFile", "LiveText", "MemoryExtent", "ZeroExtent")
 
 ReadFn = Callable[[int, int], Awaitable[bytes]]
+PiecesFn = Callable[[int, int], list[Piece]]
 
 
 class Extent:
@@ -36,6 +41,10 @@ class Extent:
     async def read(self, offset: int, length: int) -> bytes:
         """Return *length* bytes at *offset* into the extent."""
         raise NotImplementedError
+
+    def pieces(self, offset: int, length: int) -> list[Piece]:
+        """Return what backs *length* bytes at *offset* into the extent; the default: :class:`Read` them."""
+        return [Read(length)]
 
 
 class BytesExtent(Extent):
@@ -59,19 +68,31 @@ class ZeroExtent(Extent):
     async def read(self, offset: int, length: int) -> bytes:
         return zeros(length)
 
+    def pieces(self, offset: int, length: int) -> list[Piece]:
+        return [Zeros(length)]
+
 
 class MemoryExtent(Extent):
-    """Memory from *address* on, read with *read_fn* when asked."""
+    """
+    Memory from *address* on, read with *read_fn* when asked; *pieces_fn*
+    (same addresses) says what backs it, if the memory knows (else it is read).
+    """
 
-    __slots__ = ("address", "read_fn")
+    __slots__ = ("address", "read_fn", "pieces_fn")
 
-    def __init__(self, address: int, length: int, read_fn: ReadFn) -> None:
+    def __init__(self, address: int, length: int, read_fn: ReadFn, pieces_fn: PiecesFn | None = None) -> None:
         super().__init__(length)
         self.address = address
         self.read_fn = read_fn
+        self.pieces_fn = pieces_fn
 
     async def read(self, offset: int, length: int) -> bytes:
         return await self.read_fn(self.address + offset, length)
+
+    def pieces(self, offset: int, length: int) -> list[Piece]:
+        if self.pieces_fn is None:
+            return [Read(length)]
+        return self.pieces_fn(self.address + offset, length)
 
 
 class ExtentFile:

@@ -123,14 +123,14 @@ def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, Vmcore
     phdrs = [ELF64_PHDR.pack(p_type=PT.NOTE, p_offset=header_size, p_filesz=len(notes), p_memsz=len(notes))]
     data_extents: list[Extent] = []
     offset = header_size + notes_block
-    pack, read, mask = LOAD_PHDR.pack, dump.read, PAGE_SIZE - 1
+    pack, read, pieces, mask = LOAD_PHDR.pack, dump.read, dump.pieces, PAGE_SIZE - 1
     for start, end in ranges:
         aligned = start & ~mask
         span = ((end + mask) & ~mask) - aligned
         size = end - start
         phdrs.append(pack(PT.LOAD, PF_RWX, offset + (start - aligned), vaddr_base + start, start, size, size,
                           PAGE_SIZE))
-        data_extents.append(MemoryExtent(aligned, span, read))
+        data_extents.append(MemoryExtent(aligned, span, read, pieces))
         offset += span
     head = ehdr + b"".join(phdrs) + tail
     extents: list[Extent] = [

@@ -37,6 +37,24 @@ zfcpdump system (reference section 8):
     lowcores; so where memory there held something else, ``mem`` and
     ``/vmcore`` differ). No end marker: zcore wrote none.
 
+    Vector registers, an extension (zcore never wrote them; zgetdump does,
+    and reads them back): every dumped CPU whose vector registers are known
+    (not ``NOT AVAILABLE``) gets them, 512 bytes (V0..V15's high halves the
+    floating point registers, as ``dfi_cpu_vx_copy`` builds them), at the
+    address its lowcore holds at 0x11B0 in the memory shown, where
+    zgetdump's s390 writer puts them (``zdump/dfo_s390.c``
+    ``add_cpu_to_dfo``) and zipl's stand-alone dumpers store them: if that
+    address is not 0 and a multiple of 1 KiB
+    (:func:`~vmcorefs.layouts.dump_vx_save_area`) and the area lies below
+    the end of memory. The area is the kernel's (machine-check extended)
+    save area for them, not memory anything else uses; in a kdump it holds
+    the same registers already (the crashed kernel stored them there), in
+    a stand-alone dump what is there is stale and the registers replace it.
+    Save areas and vector save areas are laid in CPU order, each CPU's
+    vector save area after its save area, and where they overlap the later
+    wins, as in zgetdump. So ``mem`` mounted again as a source (or
+    converted by ``zgetdump -f elf``) gives the same VXRS notes.
+
     The memory is the crashed kernel's (*old*) memory in every
     environment, read through :meth:`Dump.read <vmcorefs.dump.Dump.read>`:
     in a stand-alone environment the low part comes from the HSA (after an
@@ -63,11 +81,13 @@ import logging
 from ..dump import CpuState, Dump
 from ..errors import InputError
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_HDR, DF_S390_HDR_SIZE, DF_S390_MAGIC,
-                       DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET)
+                       DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes,
+                       vector_notes)
 from .extents import BytesExtent, Extent, ExtentFile, LazyFile, LiveText, MemoryExtent, ZeroExtent
 from .tree import Directory, File, text_file
 
-__all__ = ("build_mem", "build_zcore", "hsa_text", "lay_over", "memmap_text", "save_area_blocks", "zcore_header")
+__all__ = ("build_mem", "build_zcore", "hsa_text", "lay_over", "memmap_text", "save_area_blocks", "vx_save_area_bytes",
+           "zcore_header")
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +114,28 @@ def zcore_header(dump: Dump) -> bytes:
         lc_vec=prefixes + [0] * (DF_S390_CPU_MAX - len(prefixes)))
 
 
+def vx_save_area_bytes(cpu: CpuState) -> bytes:
+    """Return the 512 bytes the s390 dump format holds for *cpu*'s vector registers (``dfi_cpu_vx_copy``)."""
+    return vector_from_notes(cpu.regs["fprs"], *vector_notes(cpu.vector))
+
+
 def save_area_blocks(cpus: list[CpuState], end: int) -> list[tuple[int, bytes]]:
     """
-    Return the save areas to lay over memory below *end* as sorted,
-    non-overlapping ``(address, bytes)`` blocks; where two overlap, the
-    later CPU wins (as zcore copied them in order).
+    Return the save areas and vector save areas to lay over memory below
+    *end* as sorted, non-overlapping ``(address, bytes)`` blocks; where two
+    overlap, the later wins (as zcore and zgetdump copied them in order).
     """
-    items = sorted((c.prefix + SAVE_AREA_OFFSET, i, c.save_area) for i, c in enumerate(cpus)
-                   if c.prefix + SAVE_AREA_OFFSET + len(c.save_area) <= end)
+    areas = []
+    for c in cpus:
+        areas.append((c.prefix + SAVE_AREA_OFFSET, c.save_area))
+        if c.vx_save_area is None or c.vector is None or c.vector_missing is not None:
+            continue
+        if c.vx_save_area + VX_SAVE_AREA_SIZE > end:
+            log.warning("CPU %d: the vector save area its lowcore names, %#x, lies beyond the memory: "
+                        "zcore/mem holds no vector registers for it", c.address, c.vx_save_area)
+            continue
+        areas.append((c.vx_save_area, vx_save_area_bytes(c)))
+    items = sorted((address, i, data) for i, (address, data) in enumerate(areas) if address + len(data) <= end)
     clusters: list[tuple[int, int, list[tuple[int, int, bytes]]]] = []
     for address, order, data in items:
         if clusters and address < clusters[-1][1]:
@@ -123,7 +157,7 @@ def _slice(ext: Extent, offset: int, length: int) -> Extent:
     if offset == 0 and length == ext.length:
         return ext
     if isinstance(ext, MemoryExtent):
-        return MemoryExtent(ext.address + offset, length, ext.read_fn)
+        return MemoryExtent(ext.address + offset, length, ext.read_fn, ext.pieces_fn)
     if isinstance(ext, BytesExtent):
         return BytesExtent(ext.data[offset:offset + length])
     if isinstance(ext, ZeroExtent):
@@ -160,7 +194,7 @@ def _memory(dump: Dump) -> list[tuple[int, Extent]]:
     for start, end in dump.machine.memory:
         if start > pos:
             out.append((pos, ZeroExtent(start - pos)))
-        out.append((start, MemoryExtent(start, end - start, dump.read)))
+        out.append((start, MemoryExtent(start, end - start, dump.read, dump.pieces)))
         pos = end
     return out
 

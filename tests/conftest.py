@@ -326,7 +326,7 @@ def vmcore_bytes(source: str) -> bytes:
         machine = open_source(source)
         try:
             dump = await Dump.open(machine)
-            vmcore, _ = build_vmcore(dump)
+            vmcore = build_vmcore(dump)
             return await vmcore.read(0, vmcore.size)
         finally:
             machine.close()

@@ -28,7 +28,7 @@ import trio
 
 from .errors import InputError, VmcorefsError
 from .machine import Machine
-from .sources import absolute_source, open_source
+from .sources import absolute_source, after_unmount, open_source
 
 __all__ = ("check_mountpoint", "mount", "unmount")
 
@@ -261,8 +261,6 @@ def unmount(mountpoint: str, lazy: bool = False) -> int:
               + ("" if lazy else f" (files still open? try 'vmcorefs umount --lazy {mountpoint}')"),
               file=sys.stderr)
         return 1
-    from .sources.qemu import finish_unmount
-    note = finish_unmount(mountpoint, wait=0 if lazy else 15)  # a guest's daemon resumes it; if it died, here
-    if note:
+    for note in after_unmount(mountpoint, lazy):  # a guest's daemon resumes it; if it died, here
         print(f"vmcorefs: {note}", file=sys.stderr)
     return 0

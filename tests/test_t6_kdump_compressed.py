@@ -27,14 +27,13 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
 import pytest
 
 from conftest import (REPO, Mount, describe_kdump_fixture, one_line_error, read_at, require_fuse, require_s390x,
-                      require_tool, run, run_vmcorefs, sha256_file, unpack_fixture)
+                      require_tool, run, run_vmcorefs, sha256_file, unpack_fixture, wait_for_eio)
 
 pytestmark = [pytest.mark.fuse, pytest.mark.fixture]
 
@@ -607,15 +606,6 @@ def test_a_dump_file_changed_under_the_mount_gives_eio(split_copy, original, mou
         with pytest.raises(OSError) as exc:
             read_at(vm, off, PAGE)
         assert exc.value.errno == errno.EIO
-        deadline = time.monotonic() + 30
-        while True:  # the file held open: its pages go within half a second
-            try:
-                got = os.pread(fd, PAGE, off)
-            except OSError as exc:
-                assert exc.errno == errno.EIO
-                break
-            assert got == old, "neither the cached page nor EIO"
-            assert time.monotonic() < deadline, "the old page is still served"
-            time.sleep(0.1)
+        wait_for_eio(fd, off, old)  # the file held open: its pages go within half a second
     finally:
         os.close(fd)

@@ -254,6 +254,11 @@ class Machine:
         """Whether the source is a running system's memory (/dev/mem): nothing crashed, no CPU status."""
         return self.kind == KIND_LIVE
 
+    @property
+    def memory_changes(self) -> bool:
+        """Whether the memory changes while it is read (a live system, a guest left running): nothing may be cached."""
+        return self.is_live or (self.guest is not None and self.guest.live)
+
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""
         return not any(start < address + length and address < end for start, end in self.memory)

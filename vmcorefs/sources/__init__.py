@@ -7,7 +7,8 @@ The ``vmcorefs.sources`` package is the one registry of what a SOURCE can
 be (like ratarmount's backends or zgetdump's dfi list): each
 :class:`SourceKind` says how it is recognised and how it opens as a
 :class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
-``check`` all open their SOURCE with :func:`open_source`.
+``check`` all open their SOURCE with :func:`open_source`; ``umount``
+asks every kind what a mount of it left to finish (:func:`after_unmount`).
 
 Kinds named by a prefix (``demo``, ``qmp:PATH``) or a name (``/dev/mem``,
 :mod:`.devmem`: a live system) are matched on the SOURCE text; files by
@@ -83,6 +84,8 @@ def _qmp(source: str, live: bool = False) -> Machine:
 def _qmp_absolute(source: str) -> str:
     from .qemu import absolute
     return absolute(source)
+
+
 def _qmp_after_unmount(mountpoint: str, wait: float) -> str | None:
     from .qemu import finish_unmount
     return finish_unmount(mountpoint, wait)

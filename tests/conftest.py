@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -195,6 +196,25 @@ def read_at(path, offset: int, length: int) -> bytes:
         os.close(fd)
 
 
+def wait_for_eio(fd: int, offset: int, old: bytes, timeout: float = 30) -> None:
+    """
+    Wait until the file held open as *fd*, whose source changed, gives EIO
+    at *offset* (its cached pages go within half a second; a loaded machine
+    may take longer); until then it may give the bytes it cached, *old*,
+    never anything else.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = os.pread(fd, len(old), offset)
+        except OSError as exc:
+            assert exc.errno == errno.EIO
+            return
+        assert got == old, "neither the cached page nor EIO"
+        assert time.monotonic() < deadline, "the old page is still served"
+        time.sleep(0.1)
+
+
 def run_vmcorefs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     res = subprocess.run(VMCOREFS + [str(a) for a in args], capture_output=True, text=True, cwd=REPO, **kw)
     if check and res.returncode != 0:
@@ -326,7 +346,7 @@ def vmcore_bytes(source: str) -> bytes:
         machine = open_source(source)
         try:
             dump = await Dump.open(machine)
-            vmcore, _ = build_vmcore(dump)
+            vmcore = build_vmcore(dump)
             return await vmcore.read(0, vmcore.size)
         finally:
             machine.close()

@@ -131,7 +131,7 @@ def test_vmcore_bytes_match_the_reference_model(tmp_path_factory, params, data):
 
     async def build():
         dump = await Dump.open(machine)
-        return dump, build_vmcore(dump)[0]
+        return dump, build_vmcore(dump)
     dump, vmcore = trio.run(build)
     assert dump.mode == ("kdump" if kdump_mode else "standalone")
     event(f"{env} environment, {dump.mode} mode")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, VMCOREFS, Mount, load_offset, one_line_error, open_vmcore, require_fuse, run_vmcorefs,
-                      sha256_file, small_machine, vmcore_bytes)
+from conftest import (REPO, VMCOREFS, Mount, load_offset, one_line_error, open_vmcore, read_at, require_fuse,
+                      run_vmcorefs, sha256_file, small_machine, vmcore_bytes, wait_for_eio)
+from reference import HDR, small_dump
 
 MIB = 1 << 20
 
@@ -103,6 +104,54 @@ def test_image_cut_and_regrown_while_mounted_gives_eio(sparse_image_mount):
         with pytest.raises(OSError) as exc:
             os.pread(fd, 1 * MIB, base + 200 * MIB)
         assert exc.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+
+
+def dump_file(tmp_path: Path, kind: str, addr: int) -> tuple[Path, int, bytes]:
+    """
+    A dump file of *kind* (``s390 dump``, ``ELF core``) whose old memory at
+    *addr* is random data: the file, where in it that page is, its bytes.
+    """
+    if kind == "s390 dump":
+        data = small_dump(mem_size=16 * MIB)
+        page = random.Random(3).randbytes(4096)
+        data[HDR + addr:HDR + addr + 4096] = page  # the memory follows the 4 KiB header as is
+        src = tmp_path / "dump.s390"
+        src.write_bytes(data)
+        return src, HDR + addr, page
+    desc = small_machine(tmp_path)  # data in every 7th page of m.raw
+    assert addr % (7 * 4096) == 0
+    src = tmp_path / "core.elf"
+    run_vmcorefs("save", desc, src, "-q")
+    page = (tmp_path / "m.raw").read_bytes()[addr:addr + 4096]
+    assert page != bytes(4096)
+    return src, load_offset(src) + addr, page  # one PT_LOAD from 0
+
+
+@pytest.mark.parametrize("kind", ["s390 dump", "ELF core"])
+def test_a_dump_file_changed_under_the_mount_is_never_served_from_the_cache(kind, tmp_path, mounter):
+    """
+    As a raw image (test_t4_faults.py): an s390 dump file or ELF core
+    rewritten under the mount gives EIO, at the next open and within half
+    a second in a file held open; never its old bytes from the cache, nor
+    its new ones.
+    """
+    addr = 7 * 4096 * 100
+    src, where, old = dump_file(tmp_path, kind, addr)
+    m = mounter(src)
+    vm, base, fd = open_vmcore(m)
+    try:
+        assert os.pread(fd, 4096, base + addr) == old
+        with open(src, "r+b") as f:
+            f.seek(where)
+            f.write(bytes(255 - b for b in old))
+        st = os.stat(src)
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(OSError) as exc:
+            read_at(vm, base + addr, 4096)
+        assert exc.value.errno == errno.EIO
+        wait_for_eio(fd, base + addr, old)
     finally:
         os.close(fd)
 

@@ -340,7 +340,7 @@ async def test_qemu_cpus_give_the_fixture_notes(qemu_core, fixture_files):
     machine = load(str(desc))
     try:
         dump = await Dump.open(machine)
-        vmcore, _layout = build_vmcore(dump)
+        vmcore = build_vmcore(dump)
         head = await vmcore.read(0, HEADERS)
     finally:
         machine.close()

@@ -399,7 +399,7 @@ async def render(desc: Path, mode: str = "auto") -> tuple[Dump, bytes]:
     machine = load(str(desc))
     try:
         dump = await Dump.open(machine, mode)
-        vmcore, _layout = build_vmcore(dump)
+        vmcore = build_vmcore(dump)
         parts, off = [], 0
         while off < vmcore.size:
             data = await vmcore.read(off, 8 * MIB)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, Mount, describe_kdump_fixture, require_fuse, require_s390x, require_tool, run, run_vmcorefs,
-                      sha256_file, unpack_fixture)
+from conftest import (REPO, Mount, describe_kdump_fixture, one_line_error, read_at, require_fuse, require_s390x,
+                      require_tool, run, run_vmcorefs, sha256_file, unpack_fixture, wait_for_eio)
 
 pytestmark = [pytest.mark.fuse, pytest.mark.fixture]
 
@@ -544,3 +544,68 @@ def test_check_save_and_info_take_a_compressed_dump(dumps, original, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr  # a kdump vmcore: the crashkernel left out
     run_vmcorefs("save", src, tmp_path / "out.elf", "-q", "--no-sha256")
     assert sha256_file(tmp_path / "out.elf") == sha256_file(original)
+
+
+# --- the files of a dump: refused as OUT, checked for changes ---------------------------
+
+@pytest.fixture
+def split_copy(dumps, tmp_path) -> list[Path]:
+    """A copy of the split dump's files (changed by the test, not the cached ones)."""
+    parts = sorted(p for p in (dumps / "c1-split").iterdir() if p.name.startswith("dump"))
+    assert len(parts) == 3, parts
+    for p in parts:
+        shutil.copy(p, tmp_path / p.name)
+    return [tmp_path / p.name for p in parts]
+
+
+def test_save_refuses_to_overwrite_a_part_of_the_split_dump(split_copy, mounter, tmp_path):
+    """Every file of a split dump is one the dump is read from: save refuses it as OUT, directly or through a mount."""
+    before = [sha256_file(p) for p in split_copy]
+    m = mounter(split_copy[0])
+    for source in (split_copy[0], m.mountpoint):
+        for target in split_copy[1:]:
+            res = run_vmcorefs("save", source, target, "--force", check=False)
+            one_line_error(res, "which the dump is read from")
+            assert not Path(str(target) + ".vmcorefs-partial").exists()
+    assert [sha256_file(p) for p in split_copy] == before
+
+
+def test_save_stops_when_a_part_of_the_split_dump_changes(split_copy, monkeypatch, capsys):
+    """The last part of the dump touched once the first chunk is written: the save stops, naming it."""
+    import vmcorefs.save as save_mod
+    real = save_mod.Saver.save_chunk
+    done = []
+
+    async def save_chunk(self, index, offset, length, item):
+        if done and "touched" not in done:
+            st = os.stat(split_copy[2])
+            os.utime(split_copy[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+            done.append("touched")
+        await real(self, index, offset, length, item)
+        done.append(index)
+    monkeypatch.setattr(save_mod.Saver, "save_chunk", save_chunk)
+    out = split_copy[0].parent / "out.elf"
+    with pytest.raises(save_mod.SaveError) as exc:
+        save_mod.save(str(split_copy[0]), str(out), chunk=8 << 20, checksum=False)
+    assert "changed since it was opened" in str(exc.value) and split_copy[2].name in str(exc.value), exc.value
+    assert "\n" not in str(exc.value)
+    capsys.readouterr()
+
+
+def test_a_dump_file_changed_under_the_mount_gives_eio(split_copy, original, mounter):
+    """As a raw image: a part of the dump changed under the mount gives EIO, never the cached bytes."""
+    m = mounter(split_copy[0])
+    vm = m.path("vmcore")
+    off, start, size = loads(vm)[0]
+    old = physical(original, start, PAGE)
+    fd = os.open(vm, os.O_RDONLY)
+    try:
+        assert os.pread(fd, PAGE, off) == old
+        st = os.stat(split_copy[0])
+        os.utime(split_copy[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(OSError) as exc:
+            read_at(vm, off, PAGE)
+        assert exc.value.errno == errno.EIO
+        wait_for_eio(fd, off, old)  # the file held open: its pages go within half a second
+    finally:
+        os.close(fd)

@@ -180,7 +180,7 @@ def cmd_info(args) -> int:
     async def run():
         dump = await _open_dump(args.source, args.mode)
         try:
-            vmcore, _layout = build_vmcore(dump)
+            vmcore = build_vmcore(dump)
             return info_text(dump, vmcore.size, args.source)
         finally:
             dump.machine.close()

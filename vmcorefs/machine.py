@@ -39,14 +39,13 @@ import dataclasses
 import itertools
 import logging
 import operator
-import os
 
 import trio
 
 from .errors import InputError, MemoryReadError
 from .layouts import PAGE_SIZE, PARMAREA, PARMAREA_ADDRESS, VX_SAVE_AREA_SIZE
 from .sclp import HsaReader, SdiasDevice
-from .stores import FaultyStore, Piece, RawFileStore, Read, Store, distinct
+from .stores import Piece, RawFileStore, Read, Store, distinct
 
 __all__ = ("Cpu", "ENVIRONMENTS", "KDUMP_VMCORE_KINDS", "KIND_KERNEL_VMCORE", "KIND_LIVE", "KIND_MAKEDUMPFILE",
            "Machine", "OldMemory", "merge_ranges", "oldmem_from_parmarea", "oldmem_plausible", "parmarea_oldmem")
@@ -223,9 +222,6 @@ class Machine:
         self.kind = kind
         self.source_header = dict(source_header) if source_header is not None else None
         self.vmcoreinfo = vmcoreinfo
-        self._watched: list[Store] | None = None  # what generation() looks at
-        self._images: dict[int, tuple[int, int]] = {}
-        self._image_changes = 0
         self.page_filter = None  # a kdump-compressed source: what its dump level excluded (sources.kdumpfile)
         self.guest = None  # a running QEMU guest the memory is read from (sources.qemu.Guest), set by its source
 
@@ -258,6 +254,11 @@ class Machine:
         """Whether the source is a running system's memory (/dev/mem): nothing crashed, no CPU status."""
         return self.kind == KIND_LIVE
 
+    @property
+    def memory_changes(self) -> bool:
+        """Whether the memory changes while it is read (a live system, a guest left running): nothing may be cached."""
+        return self.is_live or (self.guest is not None and self.guest.live)
+
     def outside(self, address: int, length: int) -> bool:
         """Return whether ``[address, address+length)`` overlaps no detected memory."""
         return not any(start < address + length and address < end for start, end in self.memory)
@@ -287,32 +288,13 @@ class Machine:
         """
         Return a number that changes whenever what the machine's memory
         reads as may have changed while mounted: a faults file (the store's
-        or the SCLP's) changed, or a memory image file changed under it (its
-        size or modification time). Re-reads the faults files that changed.
+        or the SCLP's) changed, or a file its stores read changed under it
+        (its size or modification time): :meth:`Store.generation
+        <vmcorefs.stores.Store.generation>`. Re-reads the faults files that changed.
         """
-        if self._watched is None:
-            self._watched = []
-            todo = [self.real] + ([self.sclp.hsa] if self.sclp is not None else [])
-            while todo:
-                store = todo.pop()
-                if isinstance(store, (FaultyStore, RawFileStore)):
-                    self._watched.append(store)
-                todo += [s for s in (getattr(store, "base", None),) if isinstance(s, Store)]
-                todo += [s for _a, s in getattr(store, "items", ())]
-        gen = self.sclp.reload_faults() if self.sclp is not None else 0
-        for store in self._watched:
-            if isinstance(store, FaultyStore):
-                gen += store.reload()
-            elif store.fd >= 0:
-                try:
-                    st = os.fstat(store.fd)
-                except OSError:
-                    continue
-                key = (st.st_size, st.st_mtime_ns)
-                if self._images.setdefault(id(store), key) != key:
-                    self._images[id(store)] = key
-                    self._image_changes += 1
-        return gen + self._image_changes
+        if self.sclp is None:
+            return self.real.generation()
+        return self.sclp.reload_faults() + self.real.generation() + self.sclp.hsa.generation()
 
     def files(self) -> list[RawFileStore]:
         """Return the files (:class:`RawFileStore`) the machine's memory and its HSA are read from, each once."""

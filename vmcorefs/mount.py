@@ -28,7 +28,7 @@ import trio
 
 from .errors import InputError, VmcorefsError
 from .machine import Machine
-from .sources import absolute_source, open_source
+from .sources import absolute_source, after_unmount, open_source
 
 __all__ = ("check_mountpoint", "mount", "unmount")
 
@@ -99,7 +99,6 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                  ready: Callable[[str | None], None]) -> int:
     from . import fs
     from .dump import Dump
-    from .machine import KIND_LIVE
     from .views.root import build_tree
 
     machine = None
@@ -110,13 +109,12 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
         tree = build_tree(dump)
         gc.freeze()  # and none of them is looked at by a collection later
         allow_other = options.get("allow_other", False)
-        guest = getattr(machine, "guest", None)  # a running QEMU guest: reads fail once it resumes or QEMU exits
+        guest = machine.guest  # a running guest: reads fail once it resumes or its emulator exits
         ops = fs.Operations(tree, file_mode=0o444 if allow_other else 0o400,
                             dir_mode=0o555 if allow_other else 0o500, generation=machine.generation,
                             xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()},
                             check=guest.check if guest else None,
-                            # a live guest or system (/dev/mem): its memory changes, every read comes here
-                            cache=not (guest is not None and guest.live) and machine.kind != KIND_LIVE)
+                            cache=not machine.memory_changes)  # else every read comes here
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
         if guest is not None:
             guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die
@@ -261,8 +259,6 @@ def unmount(mountpoint: str, lazy: bool = False) -> int:
               + ("" if lazy else f" (files still open? try 'vmcorefs umount --lazy {mountpoint}')"),
               file=sys.stderr)
         return 1
-    from .sources.qemu import finish_unmount
-    note = finish_unmount(mountpoint, wait=0 if lazy else 15)  # a guest's daemon resumes it; if it died, here
-    if note:
+    for note in after_unmount(mountpoint, lazy):  # a guest's daemon resumes it; if it died, here
         print(f"vmcorefs: {note}", file=sys.stderr)
     return 0

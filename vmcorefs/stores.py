@@ -17,7 +17,8 @@ reading: :meth:`Store.pieces` says what backs a range (:class:`FileRegion`:
 bytes of an open file as they are, which a save may copy in the kernel;
 :class:`Zeros`; :class:`Read`: anything else), :meth:`Store.files` which
 files (:class:`RawFileStore`) it reads. The defaults (read it; no files)
-are always safe.
+are always safe. :meth:`Store.generation` is a number that changes when
+what the store reads as may have changed (a file it reads, a faults file).
 """
 
 from __future__ import annotations
@@ -125,6 +126,14 @@ class Store:
         """Return the files (:class:`RawFileStore`) this store reads, each once; the default: none."""
         return []
 
+    def generation(self) -> int:
+        """
+        Return a number that changes whenever what the store reads as may
+        have changed; the default: the sum of its :meth:`files`' (a store
+        with more to watch, a faults file, says so itself).
+        """
+        return sum(f.generation() for f in self.files())
+
     def close(self) -> None:
         """Release what the store holds open."""
 
@@ -178,10 +187,11 @@ class RawFileStore(Store):
     :param path: the image file (a regular file or a block device)
     :param size: the memory size the image should cover; a shorter file is
         a truncated image whose missing part reads as an I/O error.
+    :param what: what the file is, for the messages of its open
     """
 
-    def __init__(self, path: str, size: int | None = None) -> None:
-        self.fd = open_input(path, "memory image", block_ok=True)
+    def __init__(self, path: str, size: int | None = None, what: str = "memory image") -> None:
+        self.fd = open_input(path, what, block_ok=True)
         self.path = path
         self.name = os.path.basename(path)
         st = os.fstat(self.fd)
@@ -192,6 +202,7 @@ class RawFileStore(Store):
         self.identity = (st.st_dev, st.st_ino, self.file_size, st.st_mtime_ns)  # a block device: its size
         # a file with fewer allocated blocks than its size has holes
         self.sparse = not self.block and st.st_blocks * 512 < self.file_size
+        self._seen, self._changes = (st.st_size, st.st_mtime_ns), 0  # what generation() saw last
 
     def check_unchanged(self, address: int = 0) -> None:
         """Raise MemoryReadError if the file is no longer what it was when opened (size, mtime)."""
@@ -262,6 +273,17 @@ class RawFileStore(Store):
 
     def files(self) -> list["RawFileStore"]:
         return [self]
+
+    def generation(self) -> int:
+        """Return how often the file was found changed (its size or modification time) by these calls."""
+        try:
+            st = os.fstat(self.fd) if self.fd >= 0 else None
+        except OSError:
+            st = None
+        if st is not None and (st.st_size, st.st_mtime_ns) != self._seen:
+            self._seen = (st.st_size, st.st_mtime_ns)
+            self._changes += 1
+        return self._changes
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -380,6 +402,9 @@ class FaultyStore(Store):
     def files(self) -> list["RawFileStore"]:
         return self.base.files()
 
+    def generation(self) -> int:
+        return self.reload() + self.base.generation()
+
     def close(self) -> None:
         self.base.close()
 
@@ -407,6 +432,9 @@ class SliceStore(Store):
 
     def files(self) -> list["RawFileStore"]:
         return self.base.files()
+
+    def generation(self) -> int:
+        return self.base.generation()
 
 
 class OverlayStore(Store):
@@ -481,6 +509,9 @@ class OverlayStore(Store):
 
     def files(self) -> list["RawFileStore"]:
         return distinct([*self.base.files(), *(f for _a, sub in self.items for f in sub.files())])
+
+    def generation(self) -> int:
+        return self.base.generation() + sum(sub.generation() for _a, sub in self.items)
 
     def close(self) -> None:
         self.base.close()

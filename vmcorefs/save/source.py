@@ -294,7 +294,7 @@ async def open_source(source: str, mode: str | None) -> Source:
     machine = open_machine(source)
     try:
         dump = await Dump.open(machine, mode or "auto")
-        vmcore, _layout = build_vmcore(dump)
+        vmcore = build_vmcore(dump)
     except BaseException:
         machine.close()
         raise

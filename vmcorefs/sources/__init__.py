@@ -7,7 +7,8 @@ The ``vmcorefs.sources`` package is the one registry of what a SOURCE can
 be (like ratarmount's backends or zgetdump's dfi list): each
 :class:`SourceKind` says how it is recognised and how it opens as a
 :class:`~vmcorefs.machine.Machine`. ``mount``, ``save``, ``info`` and
-``check`` all open their SOURCE with :func:`open_source`.
+``check`` all open their SOURCE with :func:`open_source`; ``umount``
+asks every kind what a mount of it left to finish (:func:`after_unmount`).
 
 Kinds named by a prefix (``demo``, ``qmp:PATH``) or a name (``/dev/mem``,
 :mod:`.devmem`: a live system) are matched on the SOURCE text; files by
@@ -33,7 +34,7 @@ from ..errors import InputError
 from ..layouts import ELFMAG
 from ..machine import Machine
 
-__all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "absolute_source", "find_kind", "open_source")
+__all__ = ("HEAD_SIZE", "KINDS", "SourceKind", "absolute_source", "after_unmount", "find_kind", "open_source")
 
 HEAD_SIZE = 4096  # bytes of a file its kind is recognised by
 
@@ -53,6 +54,11 @@ class SourceKind:
         running guest, not stopped)
     :param absolute: a name-matched SOURCE with its path made absolute
         (the daemon works from /); None: the text as it is
+    :param after_unmount: ``after_unmount(mountpoint, wait) -> line or
+        None``, run by ``vmcorefs umount`` once *mountpoint* is unmounted,
+        whatever it held: what a mount of this kind leaves to finish (a
+        guest its daemon stopped is resumed), a line to tell the user;
+        *wait* 0 for a lazy unmount
     """
 
     name: str
@@ -62,6 +68,7 @@ class SourceKind:
     matches_head: Callable[[bytes], bool] | None = None
     live: bool = False
     absolute: Callable[[str], str] | None = None
+    after_unmount: Callable[[str, float], str | None] | None = None
 
 
 def _demo(source: str) -> Machine:
@@ -77,6 +84,13 @@ def _qmp(source: str, live: bool = False) -> Machine:
 def _qmp_absolute(source: str) -> str:
     from .qemu import absolute
     return absolute(source)
+
+
+def _qmp_after_unmount(mountpoint: str, wait: float) -> str | None:
+    from .qemu import finish_unmount
+    return finish_unmount(mountpoint, wait)
+
+
 def _devmem(source: str) -> Machine:
     from .devmem import open_devmem
     return open_devmem(source)
@@ -129,7 +143,8 @@ def _is_text(head: bytes) -> bool:
 KINDS: list[SourceKind] = [
     SourceKind("demo machine", "'demo'", _demo, matches_name=lambda s: s == "demo"),
     SourceKind("QEMU guest", "'qmp:PATH' (a running QEMU's QMP socket)", _qmp,
-               matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute),
+               matches_name=lambda s: s.startswith("qmp:"), live=True, absolute=_qmp_absolute,
+               after_unmount=_qmp_after_unmount),
     SourceKind("live system", "/dev/mem of a running s390x system", _devmem, matches_name=_is_devmem),
     SourceKind("s390 dump", "an s390 dump (magic 0xa8190173618f23fd)", _s390dump, matches_head=_is_s390dump),
     SourceKind("ELF core", "an s390x ELF core", _elfcore, matches_head=lambda h: h.startswith(ELFMAG)),
@@ -205,3 +220,9 @@ def absolute_source(source: str) -> str:
         if kind.matches_name is not None and kind.matches_name(source):
             return kind.absolute(source) if kind.absolute is not None else source
     return os.path.abspath(source)
+
+
+def after_unmount(mountpoint: str, lazy: bool = False) -> list[str]:
+    """Finish what the mount at *mountpoint*, now unmounted, left to do (:attr:`SourceKind.after_unmount`)."""
+    notes = (kind.after_unmount(mountpoint, 0 if lazy else 15) for kind in KINDS if kind.after_unmount is not None)
+    return [note for note in notes if note]

@@ -52,7 +52,7 @@ from ..errors import InputError, MemoryReadError
 from ..layouts import (DISKDUMP_HEADER, DUMP_DH, KDUMP_SIGNATURE, KDUMP_SUB_HEADER, PAGE_DESC, PAGE_DESC_STRUCT,
                        PAGE_SIZE)
 from ..machine import KIND_MAKEDUMPFILE, Cpu, Machine
-from ..stores import Store
+from ..stores import RawFileStore, Store, distinct
 from .elfnotes import cpus_from_notes
 from .elfread import parse_notes
 from .kdumpio import CODEC_MASK, CODECS, PlainFile, ShortRead, codec_available, decompress, open_dump_file
@@ -271,8 +271,12 @@ class KdumpStore(Store):
         self.pages: collections.OrderedDict = collections.OrderedDict()
         self.decompressed = 0  # pages decompressed (a cached page is not counted again)
 
-    # pieces(), files(): the Store defaults. Its pages are read (decompressed,
-    # checked), never copied as they are; its files are no RawFileStore.
+    # pieces(): the Store default. Its pages are read (decompressed, checked),
+    # never copied as they are.
+
+    def files(self) -> list[RawFileStore]:
+        """Each part's file as opened (:attr:`PlainFile.raw <.kdumpio.PlainFile>`)."""
+        return distinct([p.file.raw for p in self.parts])
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)
@@ -280,6 +284,8 @@ class KdumpStore(Store):
             return b""
         first = address // PAGE_SIZE
         pages = self._pages(first, (address + length - 1) // PAGE_SIZE + 1)
+        for part in self.parts:  # after the reads: pages read or cached are those of the files as opened
+            part.file.raw.check_unchanged(address)
         data = pages[0] if len(pages) == 1 else b"".join(pages)
         off = address - first * PAGE_SIZE
         return data if off == 0 and len(data) == length else data[off:off + length]

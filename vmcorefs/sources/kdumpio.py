@@ -34,6 +34,7 @@ import zlib
 from ..errors import InputError
 from ..files import open_input
 from ..layouts import DUMP_DH, MDF_DATA_HEADER, MDF_HEADER, MDF_HEADER_SIZE, MDF_SIGNATURE
+from ..stores import RawFileStore
 
 __all__ = ("CODECS", "FlatFile", "PlainFile", "ShortRead", "codec_available", "decompress", "open_dump_file")
 
@@ -43,14 +44,19 @@ class ShortRead(Exception):
 
 
 class PlainFile:
-    """A dump file read in place."""
+    """
+    A dump file read in place. :attr:`raw` is the file as opened (a
+    :class:`~vmcorefs.stores.RawFileStore`): what identifies it, and
+    whether it changed since (:meth:`~vmcorefs.stores.RawFileStore.check_unchanged`).
+    """
 
     flattened = False
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, what: str = "kdump-compressed dump") -> None:
         self.path = path
-        self.fd = open_input(path, "kdump-compressed dump", block_ok=True)
-        self.size = os.lseek(self.fd, 0, os.SEEK_END)
+        self.raw = RawFileStore(path, what=what)
+        self.fd = self.raw.fd
+        self.size = self.raw.file_size
 
     def read(self, offset: int, length: int) -> bytes:
         """Return *length* bytes at *offset*; raise :class:`ShortRead` or OSError."""
@@ -61,9 +67,8 @@ class PlainFile:
         return data
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.raw.close()
+        self.fd = -1
 
 
 class FlatFile(PlainFile):
@@ -75,8 +80,7 @@ class FlatFile(PlainFile):
     flattened = True
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = open_input(path, "flattened dump (makedumpfile -F)", block_ok=True)
+        super().__init__(path, "flattened dump (makedumpfile -F)")
         try:
             self._index()
         except BaseException:

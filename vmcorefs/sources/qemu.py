@@ -55,7 +55,7 @@ from ..machine import Cpu, Machine
 from ..stores import Piece, RawFileStore
 from .qmp import Qmp, QmpError
 
-__all__ = ("PREFIX", "Guest", "GuestMemoryStore", "absolute", "finish_unmount", "is_qmp", "open_qmp")
+__all__ = ("PREFIX", "Guest", "GuestMemoryStore", "absolute", "finish_unmount", "open_qmp")
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ OPTIONS = ("-object memory-backend-file,id=m0,size={size},mem-path=/dev/shm/GUES
 INVALIDATING = {"SHUTDOWN": "QEMU reported SHUTDOWN (the guest powered off or QEMU is quitting)",
                 "RESET": "the guest was reset (QMP RESET)"}
 NOTES_FD = "vmcorefs-notes"
-
-
-def is_qmp(source: str) -> bool:
-    return source.startswith(PREFIX)
 
 
 def absolute(source: str) -> str:

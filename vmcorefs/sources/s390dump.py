@@ -80,22 +80,12 @@ from ..machine import MAX_MEMORY_END, Cpu, Machine
 from ..stores import Piece, RawFileStore, Store
 from .raw import vector_enabled
 
-__all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "is_s390_dump", "open_s390_dump", "read_header")
+__all__ = ("DumpFileStore", "SUPPORTED_VERSIONS", "open_s390_dump", "read_header")
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = range(1, 6)
 MAGIC_BYTES = (DF_S390_MAGIC.to_bytes(8, "big"), DF_S390_MAGIC_EXT.to_bytes(8, "big"))
-
-
-def is_s390_dump(path: str) -> bool:
-    """Return whether the file at *path* starts with an s390 dump magic (plain or extended)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    return head in MAGIC_BYTES
 
 
 class DumpFileStore(Store):

@@ -18,7 +18,7 @@ __all__ = ("build_tree",)
 def build_tree(dump: Dump) -> Directory:
     """Return the root directory of *dump*'s file tree."""
     root = Directory("")
-    vmcore, _layout = build_vmcore(dump)
+    vmcore = build_vmcore(dump)
     root.add(File("vmcore", vmcore))
     root.add(build_meminfo(dump))
     root.add(build_zcore(dump))

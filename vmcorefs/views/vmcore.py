@@ -26,15 +26,13 @@ header and ``fs/proc/vmcore.c`` then presents it (reference section 7):
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..dump import CpuState, Dump
 from ..layouts import (ELF64_EHDR, ELF64_PHDR, ELF64_SHDR, ELF_FPREGSET, ELF_IDENT_S390X, ELF_PRPSINFO,
                        ELF_PRSTATUS, EM, ET_CORE, NT, PAGE_SIZE, PF_RWX, PN_XNUM, PT, SAVE_AREA, SHN_UNDEF, SHT_NULL,
                        note, page_align, vector_notes)
 from .extents import BytesExtent, Extent, ExtentFile, MemoryExtent, ZeroExtent
 
-__all__ = ("VmcoreLayout", "build_notes", "build_vmcore", "cpu_notes", "elf_header")
+__all__ = ("build_notes", "build_vmcore", "cpu_notes", "elf_header")
 
 CORE = b"CORE"
 LINUX = b"LINUX"
@@ -77,18 +75,6 @@ def build_notes(cpus: list[CpuState], vmcoreinfo: bytes | None) -> bytes:
     return b"".join(parts)
 
 
-@dataclasses.dataclass
-class VmcoreLayout:
-    """Where things are in /vmcore."""
-
-    header_size: int  # ELF + program headers (+ section header 0), padded
-    notes_offset: int
-    notes_size: int  # exact, as in PT_NOTE p_filesz
-    size: int
-    phnum: int  # the number of program headers (e_phnum, or sh_info with PN_XNUM)
-    shoff: int  # e_shoff: section header 0 with extended numbering, else 0
-
-
 def elf_header(phnum: int) -> tuple[bytes, bytes, int]:
     """
     Return ``(ELF header, tail, size)`` of a core with *phnum* program
@@ -106,10 +92,10 @@ def elf_header(phnum: int) -> tuple[bytes, bytes, int]:
     return ehdr, shdr, ph_end + len(shdr)
 
 
-def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, VmcoreLayout]:
+def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> ExtentFile:
     """
-    Return /vmcore of *dump* as an extent map, and its layout. Time and
-    memory are linear in ranges + CPUs.
+    Return /vmcore of *dump* as an extent map. Time and memory are linear
+    in ranges + CPUs.
 
     :param vaddr_base: added to p_paddr to give p_vaddr (0 before Linux 6.10,
         the identity-mapping base since)
@@ -137,6 +123,4 @@ def build_vmcore(dump: Dump, *, vaddr_base: int = 0) -> tuple[ExtentFile, Vmcore
         BytesExtent(head), ZeroExtent(header_size - len(head)),
         BytesExtent(notes), ZeroExtent(notes_block - len(notes)),
     ] + data_extents
-    f = ExtentFile(extents)
-    layout = VmcoreLayout(header_size, header_size, len(notes), f.size, phnum, head_size - len(tail) if tail else 0)
-    return f, layout
+    return ExtentFile(extents)

@@ -130,7 +130,12 @@ def test_demo_zcore_header_and_memory(mounter):
             assert page0[a:a + 0x200] == demo_words(a, 0x200), hex(a)
     assert read_at(mem, HDR + 0x4000, 8) == b"OSINFOSZ"
     assert read_at(mem, HDR + 0x6000 + 12, 11) == b"VMCOREINFO\0"
-    assert read_at(mem, HDR + 0x8000, 64) == m.path("zcore/reipl").read_bytes()
+    # the re-IPL block: a CCW IPL of 0.0.5c00 as the kernel's uapi/asm/ipl.h lays it out
+    # (ipl_pl_hdr, then ipl_pb0_ccw: devno at 0x66 of it, 0x6e of the whole; QEMU's minimum 200 bytes)
+    reipl = read_at(mem, HDR + 0x8000, 200)
+    assert reipl == m.path("zcore/reipl").read_bytes()
+    assert struct.unpack_from(">IxxxB IB", reipl, 0) == (200, 1, 192, 2)
+    assert struct.unpack_from(">H", reipl, 0x6E)[0] == 0x5C00
 
     # prefix pages with the save areas laid over them, the HSA boundary, beyond: one hash
     start, length = 0x9000, DEMO_HSA + MIB - 0x9000
@@ -162,7 +167,7 @@ def test_demo_zcore_header_and_memory(mounter):
     assert memmap == "0000000000000000 0000000010000000 0000000018000000 0000000010000000 "
     assert len(memmap) == 2 * 34
     assert m.path("zcore/reipl").read_bytes() == m.path("meminfo/reipl_block").read_bytes()
-    assert len(m.path("zcore/reipl").read_bytes()) == 64
+    assert len(m.path("zcore/reipl").read_bytes()) == 200
     assert m.path("zcore/hsa").read_text() == "2000000\n"
     m.unmount()
 

@@ -25,8 +25,8 @@ import functools
 import struct
 from array import array
 
-from .layouts import (LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY, OS_INFO_MAGIC, PAGE_SIZE,
-                      VX_SAVE_AREA, cksm, note)
+from .layouts import (IPL_PARAMETER_BLOCK_CCW, LC, LOWCORE_DUMP_INFO, OS_INFO, OS_INFO_ENTRIES_OFFSET, OS_INFO_ENTRY,
+                      OS_INFO_MAGIC, PAGE_SIZE, VX_SAVE_AREA, cksm, note)
 from .description import FORMAT, machine_from_doc, save_area_from_regs
 from .machine import Machine
 from .stores import BytesStore, GeneratedStore, OverlayStore, Store
@@ -174,17 +174,14 @@ def demo_vmcoreinfo() -> bytes:
 
 
 def demo_reipl_block() -> bytes:
-    # struct ipl_parameter_block: ipl_pl_hdr {len u32, flags u8, rsvd[2], version u8}
-    # then an ipl_pb0_ccw: len u32, pbt u8 (2 = CCW), ..., devno at 0x0e
-    body = bytearray(0x40)
-    body[0:4] = (0x40).to_bytes(4, "big")
-    body[7] = 1  # version
-    pb = bytearray(0x38)
-    pb[0:4] = (0x38).to_bytes(4, "big")
-    pb[4] = 2  # IPL_PBT_CCW
-    pb[10:12] = (0x5C00).to_bytes(2, "big")  # device number 0.0.5c00
-    body[8:8 + len(pb)] = pb
-    return bytes(body)
+    """
+    The re-IPL block of a CCW IPL from device 0.0.5c00, as the kernel's
+    ``arch/s390/include/uapi/asm/ipl.h`` lays it out (QEMU's ``IplBlockCcw``
+    the same): ``struct ipl_pl_hdr`` (len, flags, version 1), then ``struct
+    ipl_pb0_ccw`` (:data:`~vmcorefs.layouts.IPL_PARAMETER_BLOCK_CCW`).
+    """
+    size = IPL_PARAMETER_BLOCK_CCW.size
+    return IPL_PARAMETER_BLOCK_CCW.pack(len=size, version=1, pb_len=size - 8, pbt=2, devno=0x5C00)
 
 
 def _patches() -> list[tuple[int, bytes]]:

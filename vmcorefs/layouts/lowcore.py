@@ -23,6 +23,7 @@ from .base import Layout
 __all__ = (
     "DEFAULT_HSA_SIZE",
     "DUMP_VX_SA_ALIGN",
+    "IPL_PARAMETER_BLOCK_CCW",
     "LC",
     "LOWCORE_DUMP_INFO",
     "MCESA_ORIGIN_MASK",
@@ -60,6 +61,23 @@ LOWCORE_DUMP_INFO = Layout("lowcore_dump_info", 0x20, [
     (0x08, "ipib_checksum", "I"),  # 0xE08
     (0x0C, "vmcore_info", "Q"),  # 0xE0C address of the VMCOREINFO ELF note
     (0x18, "os_info", "Q"),  # 0xE18 address of the os_info page
+])
+
+# A re-IPL block (the kernel's IPIB, arch/s390/include/uapi/asm/ipl.h) of a
+# CCW IPL: struct ipl_pl_hdr, then struct ipl_pb0_ccw at 0x08 (its own offsets
+# + 8: loadparm at 0x08, ssid in the low 3 bits of the u16 at 0x64, devno at
+# 0x66); 0xC8 bytes, QEMU's S390_IPLB_MIN_CCW_LEN (hw/s390x/ipl.h IplBlockCcw).
+IPL_PARAMETER_BLOCK_CCW = Layout("ipl_parameter_block_ccw", 0xC8, [
+    (0x00, "len", "I"),  # ipl_pl_hdr.len: the whole block
+    (0x04, "flags", "B"),
+    (0x07, "version", "B"),  # IPL_PARM_BLOCK_VERSION 1
+    (0x08, "pb_len", "I"),  # ipl_pb0_ccw.len: the block less the 8-byte header
+    (0x0C, "pbt", "B"),  # IPL_PBT_CCW 2
+    (0x0D, "pb_flags", "B"),
+    (0x10, "loadparm", "8s"),
+    (0x6C, "ssid", "H"),  # low 3 bits
+    (0x6E, "devno", "H"),
+    (0x70, "vm_flags", "B"),
 ])
 
 DEFAULT_HSA_SIZE = 32 << 20  # the HSA of a zfcpdump machine (what vmcorefs emulates unless told otherwise)

@@ -243,3 +243,22 @@ def test_an_image_changed_under_the_mount_is_never_served_from_the_cache(faulty_
         wait_for_eio(fd, base + addr, old[addr:addr + 4096])
     finally:
         os.close(fd)
+
+
+def test_direct_io_option_sends_every_read_to_the_daemon(faulty_machine, mounter):
+    """-o direct_io: no page cache, so a fault injected after a read fails the very next read of the same open file."""
+    d, old = faulty_machine
+    text = (d / "m.toml").read_text().replace("[store]\n", '[store]\nfaults_file = "store-faults.toml"\n')
+    (d / "m.toml").write_text(text)
+    m = mounter(d / "m.toml", "-o", "direct_io")
+    addr = 37 * MIB
+    vm, base, fd = open_vmcore(m)
+    try:
+        assert os.pread(fd, 4 * MIB, base + 34 * MIB) == old[34 * MIB:38 * MIB]
+        (d / "store-faults.toml").write_text(f"[[fault]]\naddress = {addr:#x}\nsize = 4096\n")
+        with pytest.raises(OSError) as exc:  # the same open file: nothing cached answers it
+            os.pread(fd, 4096, base + addr)
+        assert exc.value.errno == errno.EIO
+        assert os.pread(fd, 4096, base + addr + 4096) == old[addr + 4096:addr + 8192]
+    finally:
+        os.close(fd)

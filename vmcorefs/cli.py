@@ -88,7 +88,8 @@ def parse_range(text: str) -> tuple[int, int]:
 def _mount_options(values: list[str] | None) -> dict:
     """
     Parse ``-o`` values: vmcorefs' own options (``allow_other``,
-    ``allow_root``, ``max_read=N``, ``fsname=``, ``mode=``, ``log=``), and
+    ``allow_root``, ``max_read=N``, ``fsname=``, ``mode=``, ``log=``,
+    ``live``, ``direct_io``), and
     the words mount(8), fstab and mount.fuse3 pass, which are ignored.
     """
     opts: dict = {"fuse": []}
@@ -105,11 +106,11 @@ def _mount_options(values: list[str] | None) -> dict:
                 opts["mode"] = arg
             elif key == "log" and arg:
                 opts["log"] = arg
-            elif item == "live":
-                opts["live"] = True
+            elif item in ("live", "direct_io"):
+                opts[item] = True
             else:
                 raise InputError(f"unknown mount option {item!r} (vmcorefs knows allow_other, allow_root, "
-                                 "max_read=N, mode=auto|kdump|standalone, log=FILE, live)")
+                                 "max_read=N, mode=auto|kdump|standalone, log=FILE, live, direct_io)")
     return opts
 
 
@@ -266,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: kdump if a valid kdump setup exists, else stand-alone (default)")
         sp.add_argument("-o", dest="options", action="append", metavar="OPTIONS",
                         help="comma-separated: allow_other (let every user read the dump), allow_root, "
-                             "max_read=N, mode=MODE (as --mode), log=FILE (as --log), live (as --live); "
+                             "max_read=N, mode=MODE (as --mode), log=FILE (as --log), live (as --live), direct_io "
+                             "(no page cache: every read reaches the daemon; faster one-pass copies where "
+                             "filling the page cache is dear, slower re-reads); "
                              "mount(8) and fstab words (ro, noauto, nofail, ...) are accepted and ignored")
         sp.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
         sp.add_argument("--live", action="store_true",

@@ -114,7 +114,8 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                             dir_mode=0o555 if allow_other else 0o500, generation=machine.generation,
                             xattrs={b"user.vmcorefs.inputs": inputs_text(source, machine).encode()},
                             check=guest.check if guest else None,
-                            cache=not machine.memory_changes)  # else every read comes here
+                            # else every read comes here: memory that changes, or -o direct_io
+                            cache=not (machine.memory_changes or options.get("direct_io", False)))
         fs.start(ops, mountpoint, _fuse_options(allow_other, options.get("fuse", []), ops.writable()))
         if guest is not None:
             guest.record(mountpoint)  # 'vmcorefs umount' resumes the guest should this daemon die

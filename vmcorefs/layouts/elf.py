@@ -41,6 +41,7 @@ __all__ = (
     "note",
     "vector_from_notes",
     "vector_notes",
+    "vector_with_fprs",
 )
 
 class PT(enum.IntEnum):
@@ -202,6 +203,18 @@ def vector_from_notes(fprs, low: bytes, high: bytes) -> bytes:
     lows = S390_NOTE_DESC[NT.S390_VXRS_LOW].unpack(low)["vxrs_low"]
     highs = S390_NOTE_DESC[NT.S390_VXRS_HIGH].unpack(high)["vxrs_high"]
     return VX_SAVE_AREA.pack(vrs=[half for i in range(16) for half in (fprs[i], lows[i])] + list(highs))
+
+
+def vector_with_fprs(vector: bytes, fprs) -> bytes:
+    """
+    Return the :data:`VX_SAVE_AREA` *vector* with the high halves of
+    V0..V15 set to the floating point registers *fprs*, as the s390 dump
+    format's vector save areas are read and written (s390-tools
+    ``zdump/dfi.c`` ``dfi_cpu_vx_copy``).
+    """
+    vrs = list(VX_SAVE_AREA.unpack(vector)["vrs"])
+    vrs[0:32:2] = fprs[:16]
+    return VX_SAVE_AREA.pack(vrs=vrs)
 
 
 def note(name: bytes, n_type: int, desc: bytes) -> bytes:

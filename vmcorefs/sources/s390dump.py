@@ -75,7 +75,7 @@ from ..errors import InputError, MemoryReadError
 from ..files import open_input
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_EM, DF_S390_END_MARKER, DF_S390_HDR,
                        DF_S390_HDR_SIZE, DF_S390_MAGIC, DF_S390_MAGIC_EXT, LC, PAGE_SIZE, SAVE_AREA,
-                       SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, dump_vx_save_area, vector_from_notes, vector_notes)
+                       SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, dump_vx_save_area, vector_with_fprs)
 from ..machine import MAX_MEMORY_END, Cpu, Machine
 from ..stores import Piece, RawFileStore, Store
 from .raw import vector_enabled
@@ -230,7 +230,7 @@ def _read_vector(store: DumpFileStore, prefix: int, sa: bytes) -> tuple[bytes | 
         raw = store.read(origin, VX_SAVE_AREA_SIZE)
     except MemoryReadError as exc:
         return None, f"cannot read the vector save area at {origin:#x} ({where}): {exc.reason}"
-    return (vector_from_notes(SAVE_AREA.unpack(sa)["fprs"], *vector_notes(raw)),
+    return (vector_with_fprs(raw, SAVE_AREA.unpack(sa)["fprs"]),
             f"the vector save areas of the dump file at {origin:#x} ({where})")
 
 

@@ -81,8 +81,7 @@ import logging
 from ..dump import CpuState, Dump
 from ..errors import InputError
 from ..layouts import (DF_S390_ARCH_64, DF_S390_CPU_MAX, DF_S390_HDR, DF_S390_HDR_SIZE, DF_S390_MAGIC,
-                       DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_from_notes,
-                       vector_notes)
+                       DF_S390_VERSION, PAGE_SIZE, SAVE_AREA_OFFSET, VX_SAVE_AREA_SIZE, vector_with_fprs)
 from .extents import BytesExtent, Extent, ExtentFile, LazyFile, LiveText, MemoryExtent, ZeroExtent
 from .tree import Directory, File, text_file
 
@@ -116,7 +115,7 @@ def zcore_header(dump: Dump) -> bytes:
 
 def vx_save_area_bytes(cpu: CpuState) -> bytes:
     """Return the 512 bytes the s390 dump format holds for *cpu*'s vector registers (``dfi_cpu_vx_copy``)."""
-    return vector_from_notes(cpu.regs["fprs"], *vector_notes(cpu.vector))
+    return vector_with_fprs(cpu.vector, cpu.regs["fprs"])
 
 
 def save_area_blocks(cpus: list[CpuState], end: int) -> list[tuple[int, bytes]]:

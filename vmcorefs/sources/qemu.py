@@ -182,7 +182,7 @@ def resume(qmp: Qmp) -> bool:
 
 
 class GuestMemoryStore(RawFileStore):
-    """The guest's RAM file, read in place; every read first asks :meth:`Guest.check`."""
+    """The guest's RAM file, read in place; every read asks :meth:`Guest.check` (:meth:`check_unchanged`)."""
 
     blocking = False  # RAM (tmpfs), and Guest.check reads the QMP socket: never from worker threads
 
@@ -193,26 +193,20 @@ class GuestMemoryStore(RawFileStore):
         self.sparse = True  # RAM files are sparse where the guest never wrote
 
     def check_unchanged(self, address: int = 0) -> None:
-        """Nothing: the RAM file changes with the guest; QMP tells when its bytes are no snapshot."""
-
-    def read(self, address: int, length: int) -> bytes:
+        """
+        Raise MemoryReadError once the RAM file is no snapshot (:meth:`Guest.check`):
+        every read asks after it (:meth:`RawFileStore.read`, holes included), a save
+        at each chunk it records. Size and modification time are not looked at: the
+        RAM file changes with the guest.
+        """
         try:
             self.guest.check()
         except MemoryReadError as exc:
             raise MemoryReadError(address, exc.reason) from None
-        return super().read(address, length)
 
     def pieces(self, address: int, length: int) -> list[Piece]:
-        """
-        The RAM file's regions as they are (a save copies them in the kernel),
-        once :meth:`Guest.check` says the guest is still stopped, as every
-        read does; a resume later on fails the save at its end (its last
-        ``Guest.check``), since the RAM file then is no snapshot.
-        """
-        try:
-            self.guest.check()
-        except MemoryReadError as exc:
-            raise MemoryReadError(address, exc.reason) from None
+        """The RAM file's regions as they are (a save copies them in the kernel), while the guest is stopped."""
+        self.check_unchanged(address)
         return super().pieces(address, length)
 
     def close(self) -> None:

@@ -99,9 +99,11 @@ async def _serve(source: str, mountpoint: str, mode: str, options: dict,
                  ready: Callable[[str | None], None]) -> int:
     from . import fs
     from .dump import Dump
+    from .heap import keep_freed_memory
     from .views.root import build_tree
 
     machine = None
+    keep_freed_memory()  # every read makes and frees blocks of up to 1 MiB: no fresh pages for each
     gc.disable()  # a machine of 100,000 ranges makes as many objects, all kept: no collections meanwhile
     try:
         machine = open_source(source, live=options.get("live", False))

@@ -67,6 +67,7 @@ from typing import TextIO
 import trio
 
 from ..errors import InputError, VmcorefsError
+from ..heap import keep_freed_memory
 from .base import (BLOCK, DEFAULT_CHUNK, EXIT_NOT_RESUMABLE, EXIT_STOPPED, PAGE, NotResumable, SaveError, Stopped,
                    report)
 from .output import Output, copy_region, nonzero_runs, verify
@@ -122,6 +123,7 @@ def save(source: str, out_path: str, options: SaveOptions | None = None, **field
     """
     opts = dataclasses.replace(options or SaveOptions(), **fields)
     opts.check()
+    keep_freed_memory()  # chunks of up to 8 MiB made and freed: no fresh pages for each
     return trio.run(_save, source, out_path, opts)
 
 

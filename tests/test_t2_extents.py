@@ -151,6 +151,45 @@ def test_raw_store_reads_holes_without_reading(tmp_path):
         s2.read(64 << 20, 1 << 20)
 
 
+@pytest.fixture
+def disk_dir():
+    """A directory on a disk's file system (pytest's may be tmpfs, which never drops a page)."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        yield Path(tmp)
+
+
+def test_raw_store_reads_on_the_loop_only_what_the_page_cache_holds(disk_dir):
+    """
+    read_nowait serves what needs no disk read (the page cache, RWF_NOWAIT),
+    checked afterwards as a read is; a range the disk must give is None
+    (a mount reads it in a worker thread), never zeros.
+    """
+    if not hasattr(os, "RWF_NOWAIT"):
+        pytest.skip("no preadv2 RWF_NOWAIT in this Python")
+    data = os.urandom(4 << 20)
+    p = disk_dir / "dense.raw"
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+    finally:
+        os.close(fd)
+    s = RawFileStore(str(p))
+    try:
+        assert s.read_nowait(1 << 20, 1 << 20) is None  # on the disk only
+        assert s.read(1 << 20, 1 << 20) == data[1 << 20:2 << 20]  # a read brings it into the page cache
+        assert s.read_nowait(1 << 20, 1 << 20) == data[1 << 20:2 << 20]
+        assert s.read_nowait((1 << 20) + 5, 100) == data[(1 << 20) + 5:(1 << 20) + 105]
+        os.utime(p, ns=(0, 0))  # the image changed under the store: an error, not its bytes
+        with pytest.raises(MemoryReadError, match="changed since it was opened"):
+            s.read_nowait(1 << 20, 1 << 20)
+    finally:
+        s.close()
+
+
 def test_refused_sources_leave_no_file_open(tmp_path):
     """A source refused after its image was opened closes it again."""
     import struct
@@ -299,3 +338,35 @@ def test_old_memory_below_the_hsa_size_is_read_over_sclp(piece_stores):
     assert pieces == [Read(0x4000), FileRegion(raw.fd, 0x8000, 0x4000)]
     assert _assemble(pieces, 0x4000, lambda a, n: trio.run(old.read, a, n)) == trio.run(old.read, 0x4000, 0x8000)
     assert trio.run(old.read, 0x1000, 8) == b"HSA only"  # what a copy of the image would have got wrong
+
+
+def test_file_backed_stores_read_on_the_loop_what_the_page_cache_holds(tmp_path):
+    """
+    The stores of dump files (the kernel's ELF vmcore, an s390 dump file)
+    give the same bytes from read_nowait as from read: their file's parts
+    from the page cache, zeros past a segment's p_filesz.
+    """
+    from conftest import unpack_fixture
+
+    from vmcorefs.sources import open_source
+    from vmcorefs.sources.s390dump import DumpFileStore
+    elf = unpack_fixture("kdump-1g", "proc-vmcore.elf")
+    machine = open_source(str(elf))
+    try:
+        store = machine.real
+        start, end = machine.memory[0]
+        rng = random.Random(5)
+        for address, length in [(start, 1 << 20), (end - (1 << 20), 1 << 20)] + [
+                (rng.randrange(start, end - (1 << 20)), rng.randrange(1, 1 << 20)) for _ in range(20)]:
+            expected = store.read(address, length)
+            assert store.read_nowait(address, length) == expected
+    finally:
+        machine.close()
+    data = os.urandom(1 << 20)
+    p = tmp_path / "s390.dump"
+    p.write_bytes(bytes(0x1000) + data)
+    s = DumpFileStore(str(p), len(data))
+    try:
+        assert s.read_nowait(0x5000, 0x8000) == data[0x5000:0xD000] == s.read(0x5000, 0x8000)
+    finally:
+        s.close()

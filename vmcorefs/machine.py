@@ -377,12 +377,14 @@ class OldMemory:
     async def read(self, address: int, length: int) -> bytes:
         """
         Return *length* bytes of old memory at *address*. Long reads of real
-        memory that may wait for a disk run in worker threads (at most
+        memory that must wait for a disk run in worker threads (at most
         :attr:`THREADS`), so that the event loop serves other requests
-        meanwhile; generated memory and the holes of a sparse image
-        (:meth:`~vmcorefs.stores.Store.read_nowait`) are made here (threads
+        meanwhile; generated memory, the holes of a sparse image and what
+        the page cache holds of an image
+        (:meth:`~vmcorefs.stores.Store.read_nowait`) are read here (threads
         would only share the interpreter's lock, and hand over in tens of
-        microseconds).
+        microseconds: 1 MiB reads of a page-cached image without FUSE ran
+        at 2.7-3.1 GB/s through a thread, 7.7-10 GB/s here).
         """
         parts = []
         for _old, real, n in self.translate(address, length):
@@ -392,7 +394,7 @@ class OldMemory:
                 real += h
                 n -= h
             if n >= self.THREAD_MIN and self.machine.real.blocking:
-                data = self.machine.real.read_nowait(real, n)  # a hole of a sparse image: no thread
+                data = self.machine.real.read_nowait(real, n)  # a hole, or the page cache has it: no thread
                 if data is None:
                     if self._limiter is None:
                         self._limiter = trio.CapacityLimiter(self.THREADS)

@@ -232,13 +232,37 @@ class RawFileStore(Store):
     HOLE_CHECK = 1 << 16  # reads at least this long first ask where data is
 
     def read_nowait(self, address: int, length: int) -> bytes | None:
-        """The zeros of a hole (one ``lseek``, no disk read); None for a range with data."""
+        """
+        The bytes if no disk read is needed: the zeros of a hole (one
+        ``lseek``), or data the page cache holds whole (``preadv2`` with
+        ``RWF_NOWAIT``); None where the disk would be read.
+        """
         self._check(address, length)
-        if not self.sparse or length < self.HOLE_CHECK or self._next_data(address) < address + length:
+        if self.sparse and length >= self.HOLE_CHECK and self._next_data(address) >= address + length:
+            self.hole_bytes += length
+            self.check_unchanged(address)
+            return zeros(length)
+        data = self._read_cached(address, length)
+        if data is not None:
+            self.check_unchanged(address)
+        return data
+
+    _nowait = hasattr(os, "RWF_NOWAIT")  # off for a file that refuses it (EOPNOTSUPP, EINVAL)
+
+    def _read_cached(self, address: int, length: int) -> bytes | None:
+        """*length* bytes at *address* if the page cache holds them all, else None (nothing waits for a disk)."""
+        if not self._nowait or self.fd < 0 or address + length > self.file_size:
             return None
-        self.hole_bytes += length
-        self.check_unchanged(address)
-        return zeros(length)
+        buf = bytearray(length)
+        try:
+            n = os.preadv(self.fd, [buf], address, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # not for this file: the worker threads, always
+                self._nowait = False
+            return None
+        return bytes(buf) if n == length else None
 
     def read(self, address: int, length: int) -> bytes:
         self._check(address, length)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from typing import Callable, cast
 
 from ..errors import InputError, MemoryReadError
 from ..layouts import PAGE_SIZE, PT
@@ -52,6 +53,13 @@ class ElfMemoryStore(Store):
         self.file = RawFileStore(path)  # opened once everything is checked
 
     def read(self, address: int, length: int) -> bytes:
+        return cast(bytes, self._gather(address, length, self.file.read))  # a read is never None
+
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        """As :meth:`read` where the file's parts need no disk read (holes, the page cache); else None."""
+        return self._gather(address, length, self.file.read_nowait)
+
+    def _gather(self, address: int, length: int, read: Callable[[int, int], bytes | None]) -> bytes | None:
         parts = []
         pos, end = address, address + length
         while pos < end:
@@ -63,11 +71,14 @@ class ElfMemoryStore(Store):
             n = min(end, ph["p_paddr"] + ph["p_memsz"]) - pos
             in_file = max(0, min(n, ph["p_filesz"] - rel))
             if in_file:
-                parts.append(self.file.read(ph["p_offset"] + rel, in_file))
+                data = read(ph["p_offset"] + rel, in_file)
+                if data is None:
+                    return None
+                parts.append(data)
             if n > in_file:
                 parts.append(bytes(n - in_file))
             pos += n
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def pieces(self, address: int, length: int) -> list[Piece]:
         """The loads' file regions, zeros past their ``p_filesz``; a read where no load is (it fails)."""

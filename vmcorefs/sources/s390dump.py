@@ -107,6 +107,13 @@ class DumpFileStore(Store):
         except MemoryReadError as exc:
             raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
 
+    def read_nowait(self, address: int, length: int) -> bytes | None:
+        self._check(address, length)
+        try:
+            return self.file.read_nowait(DF_S390_HDR_SIZE + address, length)
+        except MemoryReadError as exc:
+            raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
+
     def pieces(self, address: int, length: int) -> list[Piece]:
         return self.file.pieces(DF_S390_HDR_SIZE + address, length)
 

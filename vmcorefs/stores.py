@@ -247,7 +247,7 @@ class RawFileStore(Store):
             self.check_unchanged(address)
         return data
 
-    _nowait = hasattr(os, "RWF_NOWAIT")  # off for a file that refuses it (EOPNOTSUPP, EINVAL)
+    _nowait = hasattr(os, "RWF_NOWAIT")  # off once refused: every data read then goes to a worker thread
 
     def _read_cached(self, address: int, length: int) -> bytes | None:
         """*length* bytes at *address* if the page cache holds them all, else None (nothing waits for a disk)."""
@@ -259,7 +259,7 @@ class RawFileStore(Store):
         except BlockingIOError:
             return None
         except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # not for this file: the worker threads, always
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # refused (qemu-user: EOPNOTSUPP)
                 self._nowait = False
             return None
         return bytes(buf) if n == length else None

@@ -120,6 +120,9 @@ def save(source: str, out_path: str, options: SaveOptions | None = None, **field
     ``exit_status`` is :data:`EXIT_NOT_RESUMABLE`, 4).
 
     :param options: a :class:`SaveOptions`, or its fields as keyword arguments
+
+    It sets the process's malloc to keep freed memory
+    (:func:`~vmcorefs.heap.keep_freed_memory`), as the mount daemon does.
     """
     opts = dataclasses.replace(options or SaveOptions(), **fields)
     opts.check()

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable
 
 from ..errors import InputError, MemoryReadError
 from ..files import open_input
@@ -101,16 +102,16 @@ class DumpFileStore(Store):
         return self.file.file_size
 
     def read(self, address: int, length: int) -> bytes:
-        self._check(address, length)
-        try:
-            return self.file.read(DF_S390_HDR_SIZE + address, length)
-        except MemoryReadError as exc:
-            raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
+        return self._in_file(self.file.read, address, length)  # type: ignore[return-value]
 
     def read_nowait(self, address: int, length: int) -> bytes | None:
+        return self._in_file(self.file.read_nowait, address, length)
+
+    def _in_file(self, read: Callable[[int, int], bytes | None], address: int, length: int) -> bytes | None:
+        """*read* of the file at memory *address*; its errors name memory addresses, not file offsets."""
         self._check(address, length)
         try:
-            return self.file.read_nowait(DF_S390_HDR_SIZE + address, length)
+            return read(DF_S390_HDR_SIZE + address, length)
         except MemoryReadError as exc:
             raise MemoryReadError(exc.address - DF_S390_HDR_SIZE, exc.reason) from None
 
